@@ -1,0 +1,1 @@
+"""The coordinator: projections of the event log, the scheduler and the policies."""

@@ -1,0 +1,135 @@
+"""Request-reply queries and operator commands answered by the coordinator.
+
+Each request is JSON on ``hiveapi.<verb>``; each reply is ``{"ok": true, "data": ...}`` or
+``{"ok": false, "error": "..."}``. A request may carry ``min_seq`` (the stream sequence of
+the caller's last publish) and is answered only once the projection has reached it, so a
+client reads its own writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from coordinator import views
+from coordinator.dag import check_dependencies
+from events.node import NodeTrustReset
+from events.subjects import api_subject
+
+if TYPE_CHECKING:
+    from coordinator.service import Coordinator
+
+log = structlog.get_logger("hive.coordinator.api")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class ApiError(Exception):
+    pass
+
+
+class Api:
+    def __init__(self, coordinator: Coordinator, nc: Client) -> None:
+        self.coordinator = coordinator
+        self.nc = nc
+        self.handlers: dict[str, Handler] = {
+            "tasks": self.tasks,
+            "task": self.task,
+            "nodes": self.nodes,
+            "validate": self.validate,
+            "requests": self.requests,
+            "trust": self.trust,
+            "trust_reset": self.trust_reset,
+            "stats": self.stats,
+        }
+
+    async def start(self) -> None:
+        for verb in self.handlers:
+            await self.nc.subscribe(api_subject(verb), cb=self._serve)
+
+    async def _serve(self, msg: Msg) -> None:
+        verb = msg.subject.rsplit(".", 1)[-1]
+        try:
+            body = msgspec.json.decode(msg.data) if msg.data else {}
+            if not isinstance(body, dict):
+                raise ApiError("request body must be a JSON object")
+            if body.get("min_seq"):
+                await self.coordinator.wait_for_seq(int(body["min_seq"]))
+            reply = {"ok": True, "data": await self.handlers[verb](body)}
+        except (ApiError, msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        if msg.reply:
+            await msg.respond(msgspec.json.encode(reply))
+
+    @property
+    def state(self):
+        return self.coordinator.core.state
+
+    async def tasks(self, body: dict[str, Any]) -> Any:
+        return views.list_tasks(self.state, body.get("state"), int(body.get("limit", 0)))
+
+    async def task(self, body: dict[str, Any]) -> Any:
+        task = self.state.tasks.get(str(body.get("task_id")))
+        if task is None:
+            raise ApiError(f"unknown task {body.get('task_id')}")
+        return views.task_detail(task)
+
+    async def nodes(self, body: dict[str, Any]) -> Any:
+        return [views.node_summary(self.state, n) for n in sorted(self.state.nodes.values(), key=lambda n: n.node_id)]
+
+    async def validate(self, body: dict[str, Any]) -> Any:
+        batch = [(str(t["task_id"]), [str(d) for d in t.get("after", [])]) for t in body.get("tasks", [])]
+        error = check_dependencies(self.state.tasks, batch)
+        if error:
+            raise ApiError(error)
+        return {"valid": True}
+
+    async def requests(self, body: dict[str, Any]) -> Any:
+        wanted = body.get("all")
+        return [
+            views.request_summary(r)
+            for r in sorted(self.state.requests.values(), key=lambda r: r.asked_at)
+            if wanted or r.state != "answered"
+        ]
+
+    async def trust(self, body: dict[str, Any]) -> Any:
+        node_id = str(body.get("node_id"))
+        node = self.state.nodes.get(node_id)
+        if node is None:
+            raise ApiError(f"unknown node {node_id}")
+        async with (
+            aiosqlite.connect(str(self.coordinator.db_path)) as db,
+            db.execute(
+                "SELECT seq, delta, score, task_id, cause FROM trust_changes WHERE node_id = ? ORDER BY seq",
+                (node_id,),
+            ) as cur,
+        ):
+            rows = await cur.fetchall()
+        changes = [dict(zip(("seq", "delta", "score", "task_id", "cause"), row, strict=True)) for row in rows]
+        return {
+            "node_id": node_id,
+            "score": node.trust,
+            "group": self.state.trust.group(node.trust),
+            "initial": self.state.trust.initial,
+            "changes": changes,
+        }
+
+    async def trust_reset(self, body: dict[str, Any]) -> Any:
+        node_id = str(body.get("node_id"))
+        if node_id not in self.state.nodes:
+            raise ApiError(f"unknown node {node_id}")
+        score = body.get("score")
+        event = NodeTrustReset(node_id=node_id, score=None if score is None else float(score), emitter="coordinator")
+        from hive.bus import Publisher
+
+        await Publisher(self.nc.jetstream()).publish_reliably(event, attempts=3)
+        return {"node_id": node_id}
+
+    async def stats(self, body: dict[str, Any]) -> Any:
+        return self.coordinator.stats()

@@ -1,0 +1,203 @@
+"""Theory of operation: the coordinator's decision core, with no I/O and no clock.
+
+``handle(event, seq)`` folds one logged event into the state; ``decide(now)`` returns the
+decision events the state calls for (reassign work of lost nodes, requeue failed
+attempts with backoff, carry out cancellations, place queued tasks, answer requests).
+The shell publishes the decisions; they take effect only when they come back through
+the log, so a replay sees exactly what the live coordinator saw. Until then a decision is
+"in flight": its key suppresses a duplicate decision and an assignment's resources stay
+reserved. In-flight entries expire, so a publish lost in a server restart is decided anew.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from coordinator.policies import answer_requests
+from coordinator.projection import apply
+from coordinator.scheduler import Reservation, place
+from coordinator.state import ON_NODE, ClusterState, NodeState
+from events.base import Event
+from events.node import NodeLost
+from events.task import TaskAssigned, TaskCancelled, TaskFailed, TaskReassigned
+
+EMITTER = "coordinator"
+
+
+class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
+    missed_heartbeats: int = 3
+    # after a coordinator (re)start, nodes get this long to show up before being lost
+    startup_grace_s: float = 5.0
+    retry_base_s: float = 0.5
+    retry_max_s: float = 30.0
+    inflight_ttl_s: float = 15.0
+
+
+def backoff(attempt: int, config: CoreConfig) -> float:
+    return min(config.retry_max_s, config.retry_base_s * 2 ** max(0, attempt - 1))
+
+
+class _Inflight(msgspec.Struct):
+    key: str
+    decided_at: float
+    event: Event
+
+
+class CoordinatorCore:
+    def __init__(self, state: ClusterState, config: CoreConfig | None = None) -> None:
+        self.state = state
+        self.config = config or CoreConfig()
+        self.inflight: dict[str, _Inflight] = {}
+        self.keys: dict[str, str] = {}
+        self.reserved: dict[str, Reservation] = {}
+        self.last_seen: dict[str, float] = {}
+        self.started_at: float | None = None
+
+    def handle(self, event: Event, seq: int = 0) -> None:
+        pending = self.inflight.pop(event.id, None)
+        if pending is not None:
+            self._forget(pending)
+        apply(self.state, event, seq)
+
+    def heartbeat(self, node_id: str, now: float) -> None:
+        self.last_seen[node_id] = now
+
+    def decide(self, now: float) -> list[Event]:
+        if self.started_at is None:
+            self.started_at = now
+        self._expire(now)
+        out: list[Event] = []
+        out += self._liveness(now)
+        out += self._lost_work()
+        out += self._cancellations()
+        out += self._retries(now)
+        out += answer_requests(self.state, now, EMITTER)
+        out = [e for e in out if self._track(e, now)]
+        placed = place(self.state, now, self.reserved, EMITTER)
+        for assignment in placed:
+            self._track(assignment, now)
+        return out + list(placed)
+
+    # -- in-flight bookkeeping ---------------------------------------------------------
+
+    @staticmethod
+    def _key(event: Event) -> str:
+        subject = getattr(event, "task_id", None) or getattr(event, "node_id", "")
+        request = getattr(event, "request_id", None)
+        return f"{type(event).__name__}:{subject}:{request or ''}"
+
+    def _track(self, event: Event, now: float) -> bool:
+        key = self._key(event)
+        if isinstance(event, (TaskAssigned, TaskReassigned, TaskCancelled, TaskFailed)):
+            key = f"task:{event.task_id}"  # one pending decision per task at a time
+        if key in self.keys:
+            return False
+        self.keys[key] = event.id
+        self.inflight[event.id] = _Inflight(key, now, event)
+        return True
+
+    def _forget(self, pending: _Inflight) -> None:
+        self.keys.pop(pending.key, None)
+        event = pending.event
+        if isinstance(event, TaskAssigned):
+            held = self.reserved.get(event.node_id)
+            task = self.state.tasks.get(event.task_id)
+            if held is not None and task is not None:
+                held.resources = held.resources - task.spec.resources
+                held.count -= 1
+                held.gpus = [g for g in held.gpus if g not in event.gpus]
+
+    def _expire(self, now: float) -> None:
+        for event_id, pending in list(self.inflight.items()):
+            if now - pending.decided_at > self.config.inflight_ttl_s:
+                del self.inflight[event_id]
+                self._forget(pending)
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def _liveness(self, now: float) -> list[Event]:
+        out: list[Event] = []
+        assert self.started_at is not None
+        for node in self.state.nodes.values():
+            if node.state not in (NodeState.ACTIVE, NodeState.DRAINING):
+                continue
+            seen = max(self.last_seen.get(node.node_id, 0.0), self.started_at + self.config.startup_grace_s)
+            timeout = node.heartbeat_s * self.config.missed_heartbeats
+            if now - max(seen, node.updated_at) > timeout:
+                out.append(
+                    NodeLost(
+                        node_id=node.node_id,
+                        reason=f"no heartbeat for {now - seen:.1f}s (timeout {timeout:.1f}s)",
+                        last_seen=seen,
+                        emitter=EMITTER,
+                    )
+                )
+        return out
+
+    def _lost_work(self) -> list[Event]:
+        out: list[Event] = []
+        if not any(n.state == NodeState.LOST and n.running for n in self.state.nodes.values()):
+            return out
+        for task in self.state.tasks.values():
+            if task.state not in ON_NODE or task.node_id is None:
+                continue
+            node = self.state.nodes.get(task.node_id)
+            if node is None or node.state != NodeState.LOST:
+                continue
+            if task.attempt < task.spec.max_attempts and not task.cancel_requested:
+                out.append(
+                    TaskReassigned(
+                        task_id=task.task_id,
+                        attempt=task.attempt,
+                        reason=f"node {node.node_id} lost",
+                        from_node=node.node_id,
+                        avoid_node=node.node_id,
+                        emitter=EMITTER,
+                    )
+                )
+            else:
+                out.append(
+                    TaskFailed(
+                        task_id=task.task_id,
+                        node_id=node.node_id,
+                        attempt=task.attempt,
+                        error=f"node {node.node_id} lost",
+                        reason="lost",
+                        emitter=EMITTER,
+                    )
+                )
+        return out
+
+    def _cancellations(self) -> list[Event]:
+        out: list[Event] = []
+        for task_id in self.state.cancel_wanted:
+            task = self.state.tasks[task_id]
+            on_node = task.state in ON_NODE
+            out.append(
+                TaskCancelled(
+                    task_id=task_id,
+                    reason=task.reason or "cancelled",
+                    node_id=task.node_id if on_node else None,
+                    attempt=task.attempt,
+                    emitter=EMITTER,
+                )
+            )
+        for task_id, why in self.state.doomed.items():
+            out.append(TaskCancelled(task_id=task_id, reason=why, emitter=EMITTER))
+        return out
+
+    def _retries(self, now: float) -> list[Event]:
+        out: list[Event] = []
+        for task_id in self.state.retrying:
+            task = self.state.tasks[task_id]
+            out.append(
+                TaskReassigned(
+                    task_id=task_id,
+                    attempt=task.attempt,
+                    reason=f"attempt {task.attempt} failed: {task.error}",
+                    avoid_node=task.last_node,
+                    not_before=now + backoff(task.attempt, self.config),
+                    emitter=EMITTER,
+                )
+            )
+        return out

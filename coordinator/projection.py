@@ -1,0 +1,432 @@
+"""Theory of operation: the projection is a fold, ``apply(state, event, seq)``.
+
+It reads time only from events, never from the clock, and ignores what cannot happen in
+the current state (a second completion, a report from a superseded attempt or from a node
+the attempt is not on), so redeliveries and late acks change nothing. Every change marks
+the touched rows dirty for the store to write in the same transaction as ``seq``.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatch
+
+from coordinator.state import (
+    ON_NODE,
+    TERMINAL,
+    TRANSITIONS,
+    Allocation,
+    ClusterState,
+    NodeState,
+    NodeView,
+    OpenRequest,
+    TaskState,
+    TaskView,
+    TrustChange,
+)
+from events.base import Event, Resources
+from events.negotiation import (
+    GuidanceGiven,
+    HelpRequested,
+    ResourceDenied,
+    ResourceGranted,
+    ResourceRequested,
+)
+from events.node import NodeDrained, NodeDrainRequested, NodeLost, NodeRegistered, NodeTrustReset
+from events.task import (
+    TaskAssigned,
+    TaskCancelled,
+    TaskCancelRequested,
+    TaskCompleted,
+    TaskFailed,
+    TaskReassigned,
+    TaskRejected,
+    TaskStarted,
+    TaskSubmitted,
+)
+
+# failures that say nothing about the node's reliability
+NO_FAULT_REASONS = frozenset({"preempted", "interrupted", "guidance"})
+# failures that are final whatever attempts are left
+NO_RETRY_REASONS = frozenset({"guidance"})
+
+
+def apply(state: ClusterState, event: Event, seq: int = 0) -> None:
+    if seq:
+        state.seq = seq
+    _apply(event, state, seq)
+
+
+@singledispatch
+def _apply(event: Event, state: ClusterState, seq: int) -> None:
+    """Telemetry and events with no effect on the projection."""
+
+
+def _move(state: ClusterState, task: TaskView, new: TaskState, ts: float) -> bool:
+    if new not in TRANSITIONS[task.state]:
+        state.ignored += 1
+        return False
+    old = task.state
+    task.state = new
+    task.updated_at = ts
+    state.dirty_tasks.add(task.task_id)
+    for index, member in ((state.queue, TaskState.QUEUED), (state.retrying, TaskState.RETRYING)):
+        if old == member:
+            index.discard(task.task_id)
+        if new == member:
+            index.add(task.task_id)
+    if new == TaskState.QUEUED:
+        task.queued_at = ts
+    if new in TERMINAL:
+        task.finished_at = ts
+        state.cancel_wanted.discard(task.task_id)
+        state.doomed.pop(task.task_id, None)
+        _settle_dependents(state, task)
+    return True
+
+
+def _settle_dependents(state: ClusterState, task: TaskView) -> None:
+    for dep_id in state.dependents.get(task.task_id, ()):
+        dependent = state.tasks[dep_id]
+        if dependent.state != TaskState.PENDING:
+            continue
+        if task.state == TaskState.COMPLETED:
+            dependent.waiting_on = [d for d in dependent.waiting_on if d != task.task_id]
+            state.dirty_tasks.add(dep_id)
+            if not dependent.waiting_on:
+                _move(state, dependent, TaskState.QUEUED, task.updated_at)
+        else:
+            state.doomed[dep_id] = f"dependency {task.task_id} {task.state}"
+
+
+def _release(state: ClusterState, task: TaskView) -> None:
+    alloc = state.allocations.pop(task.task_id, None)
+    if alloc is None:
+        return
+    state.dirty_allocs.add(task.task_id)
+    node = state.nodes.get(alloc.node_id)
+    if node is not None:
+        node.allocated = node.allocated - alloc.resources
+        node.running -= 1
+        state.dirty_nodes.add(node.node_id)
+    task.extra = Resources()
+
+
+def resource_amount(name: str, amount: float) -> Resources:
+    """``Resources`` holding ``amount`` of the one resource called ``name`` (unknown: none)."""
+    if name == "gpu":
+        return Resources(gpu=int(amount))
+    if name in ("cpu", "memory_gb", "gpu_memory_gb"):
+        return Resources(**{name: float(amount)})
+    return Resources()
+
+
+def _current(state: ClusterState, task_id: str, node_id: str | None, attempt: int) -> TaskView | None:
+    """The task, if this report belongs to its live attempt (the fencing rule)."""
+    task = state.tasks.get(task_id)
+    if task is None or task.state not in ON_NODE or task.attempt != attempt or task.node_id != node_id:
+        state.ignored += 1
+        return None
+    return task
+
+
+def _trust(state: ClusterState, node_id: str, delta: float, seq: int, task_id: str | None, cause: str) -> None:
+    node = state.nodes.get(node_id)
+    if node is None:
+        return
+    score = min(100.0, max(0.0, node.trust + delta))
+    change = TrustChange(seq=seq, node_id=node_id, delta=score - node.trust, score=score, task_id=task_id, cause=cause)
+    node.trust = score
+    state.new_trust.append(change)
+    state.dirty_nodes.add(node_id)
+
+
+@_apply.register
+def _(event: TaskSubmitted, state: ClusterState, seq: int) -> None:
+    if event.task_id in state.tasks:
+        state.ignored += 1
+        return
+    task = TaskView(
+        task_id=event.task_id,
+        spec=event.spec,
+        state=TaskState.PENDING,
+        order=state.next_order,
+        submitted_at=event.ts,
+        updated_at=event.ts,
+    )
+    state.next_order += 1
+    state.tasks[task.task_id] = task
+    state.dirty_tasks.add(task.task_id)
+    waiting = []
+    for dep in dict.fromkeys(event.spec.after):
+        dep_view = state.tasks.get(dep)
+        if dep_view is None:
+            state.doomed[task.task_id] = f"unknown dependency {dep}"
+            continue
+        state.dependents.setdefault(dep, set()).add(task.task_id)
+        if dep_view.state == TaskState.COMPLETED:
+            continue
+        waiting.append(dep)
+        if dep_view.state in TERMINAL:
+            state.doomed[task.task_id] = f"dependency {dep} {dep_view.state}"
+    task.waiting_on = waiting
+    if not waiting and task.task_id not in state.doomed:
+        _move(state, task, TaskState.QUEUED, event.ts)
+
+
+@_apply.register
+def _(event: TaskAssigned, state: ClusterState, seq: int) -> None:
+    task = state.tasks.get(event.task_id)
+    node = state.nodes.get(event.node_id)
+    if task is None or node is None or task.state != TaskState.QUEUED or event.attempt != task.attempt + 1:
+        state.ignored += 1
+        return
+    _move(state, task, TaskState.ASSIGNED, event.ts)
+    task.attempt = event.attempt
+    task.node_id = event.node_id
+    task.last_node = event.node_id
+    task.gpus = list(event.gpus)
+    request = task.spec.resources
+    state.allocations[task.task_id] = Allocation(
+        task_id=task.task_id, node_id=node.node_id, attempt=event.attempt, resources=request, gpus=list(event.gpus)
+    )
+    state.dirty_allocs.add(task.task_id)
+    node.allocated = node.allocated + request
+    node.running += 1
+    state.dirty_nodes.add(node.node_id)
+
+
+@_apply.register
+def _(event: TaskStarted, state: ClusterState, seq: int) -> None:
+    task = _current(state, event.task_id, event.node_id, event.attempt)
+    if task is not None and task.state == TaskState.ASSIGNED:
+        _move(state, task, TaskState.RUNNING, event.ts)
+        task.started_at = event.ts
+
+
+@_apply.register
+def _(event: TaskCompleted, state: ClusterState, seq: int) -> None:
+    task = _current(state, event.task_id, event.node_id, event.attempt)
+    if task is None:
+        return
+    _release(state, task)
+    task.result = event.result
+    task.exit_code = event.exit_code
+    task.duration_s = event.duration_s
+    task.outputs = list(event.outputs)
+    task.reason = "skipped" if event.skipped else None
+    task.error = None
+    task.node_id = None
+    _move(state, task, TaskState.COMPLETED, event.ts)
+    node = state.nodes.get(event.node_id)
+    if node is not None:
+        node.completed += 1
+        _trust(state, event.node_id, state.trust.success, seq, task.task_id, "completed")
+
+
+@_apply.register
+def _(event: TaskFailed, state: ClusterState, seq: int) -> None:
+    task = _current(state, event.task_id, event.node_id, event.attempt)
+    if task is None:
+        return
+    _release(state, task)
+    task.error = event.error
+    task.exit_code = event.exit_code
+    task.reason = event.reason
+    task.duration_s = event.duration_s
+    task.node_id = None
+    final = task.attempt >= task.spec.max_attempts or event.reason in NO_RETRY_REASONS or task.cancel_requested
+    _move(state, task, TaskState.FAILED if final else TaskState.RETRYING, event.ts)
+    node = state.nodes.get(event.node_id)
+    if node is not None and event.reason not in NO_FAULT_REASONS:
+        node.failed += 1
+        _trust(state, event.node_id, state.trust.failure, seq, task.task_id, f"failed: {event.reason}")
+
+
+@_apply.register
+def _(event: TaskCancelRequested, state: ClusterState, seq: int) -> None:
+    task = state.tasks.get(event.task_id)
+    if task is None or task.state in TERMINAL or task.cancel_requested:
+        state.ignored += 1
+        return
+    task.cancel_requested = True
+    task.reason = event.reason
+    state.cancel_wanted.add(task.task_id)
+    state.dirty_tasks.add(task.task_id)
+
+
+@_apply.register
+def _(event: TaskCancelled, state: ClusterState, seq: int) -> None:
+    task = state.tasks.get(event.task_id)
+    if task is None or task.state in TERMINAL:
+        state.ignored += 1
+        return
+    _release(state, task)
+    task.reason = event.reason
+    task.node_id = None
+    _move(state, task, TaskState.CANCELLED, event.ts)
+
+
+@_apply.register
+def _(event: TaskRejected, state: ClusterState, seq: int) -> None:
+    task = state.tasks.get(event.task_id)
+    if task is None or task.state in TERMINAL:
+        return
+    task.error = event.reason
+    _move(state, task, TaskState.FAILED, event.ts)
+
+
+@_apply.register
+def _(event: TaskReassigned, state: ClusterState, seq: int) -> None:
+    task = state.tasks.get(event.task_id)
+    if task is None or event.attempt != task.attempt or task.state not in ON_NODE | {TaskState.RETRYING}:
+        state.ignored += 1
+        return
+    _release(state, task)
+    task.node_id = None
+    task.not_before = event.not_before
+    task.avoid_node = event.avoid_node
+    task.reason = event.reason
+    task.blocked_on = None
+    _move(state, task, TaskState.QUEUED, event.ts)
+
+
+@_apply.register
+def _(event: NodeRegistered, state: ClusterState, seq: int) -> None:
+    node = state.nodes.get(event.node_id)
+    if node is None:
+        node = NodeView(
+            node_id=event.node_id,
+            state=NodeState.ACTIVE,
+            capacity=event.capacity,
+            max_tasks=event.max_tasks,
+            executors=list(event.executors),
+            trust=state.trust.initial,
+            registered_at=event.ts,
+        )
+        state.nodes[event.node_id] = node
+    node.state = NodeState.ACTIVE
+    node.capacity = event.capacity
+    node.max_tasks = event.max_tasks
+    node.executors = list(event.executors)
+    node.gpus = list(event.gpus)
+    node.hostname = event.hostname
+    node.heartbeat_s = event.heartbeat_s
+    node.updated_at = event.ts
+    state.dirty_nodes.add(node.node_id)
+
+
+def _set_node_state(state: ClusterState, node_id: str, new: NodeState, ts: float) -> None:
+    node = state.nodes.get(node_id)
+    if node is None:
+        state.ignored += 1
+        return
+    node.state = new
+    node.updated_at = ts
+    state.dirty_nodes.add(node_id)
+
+
+@_apply.register
+def _(event: NodeDrainRequested, state: ClusterState, seq: int) -> None:
+    node = state.nodes.get(event.node_id)
+    if node is not None and node.state == NodeState.ACTIVE:
+        _set_node_state(state, event.node_id, NodeState.DRAINING, event.ts)
+
+
+@_apply.register
+def _(event: NodeDrained, state: ClusterState, seq: int) -> None:
+    _set_node_state(state, event.node_id, NodeState.DRAINED, event.ts)
+
+
+@_apply.register
+def _(event: NodeLost, state: ClusterState, seq: int) -> None:
+    _set_node_state(state, event.node_id, NodeState.LOST, event.ts)
+
+
+@_apply.register
+def _(event: NodeTrustReset, state: ClusterState, seq: int) -> None:
+    node = state.nodes.get(event.node_id)
+    if node is None:
+        return
+    target = state.trust.initial if event.score is None else event.score
+    _trust(state, event.node_id, target - node.trust, seq, None, "reset by operator")
+
+
+@_apply.register
+def _(event: HelpRequested, state: ClusterState, seq: int) -> None:
+    task = _current(state, event.task_id, event.node_id, event.attempt)
+    if task is None or event.request_id in state.requests:
+        return
+    state.requests[event.request_id] = OpenRequest(
+        request_id=event.request_id,
+        task_id=event.task_id,
+        node_id=event.node_id,
+        attempt=event.attempt,
+        kind="help",
+        asked_at=event.ts,
+        problem=event.problem,
+        help_kind=event.kind,
+    )
+    state.dirty_requests.add(event.request_id)
+    task.blocked_on = event.request_id
+    state.dirty_tasks.add(task.task_id)
+
+
+@_apply.register
+def _(event: ResourceRequested, state: ClusterState, seq: int) -> None:
+    task = _current(state, event.task_id, event.node_id, event.attempt)
+    if task is None or event.request_id in state.requests:
+        return
+    state.requests[event.request_id] = OpenRequest(
+        request_id=event.request_id,
+        task_id=event.task_id,
+        node_id=event.node_id,
+        attempt=event.attempt,
+        kind="resource",
+        asked_at=event.ts,
+        problem=event.reason,
+        resource=event.resource,
+        amount=event.amount,
+    )
+    state.dirty_requests.add(event.request_id)
+
+
+def _answer(state: ClusterState, request_id: str | None, answer: str, final: bool = True) -> OpenRequest | None:
+    request = state.requests.get(request_id or "")
+    if request is None or request.state == "answered":
+        return None
+    request.state = "answered" if final else "waiting_operator"
+    request.answer = answer
+    state.dirty_requests.add(request.request_id)
+    return request
+
+
+@_apply.register
+def _(event: GuidanceGiven, state: ClusterState, seq: int) -> None:
+    final = event.action != "ask_operator"
+    request = _answer(state, event.request_id, f"{event.action}: {event.message}".strip(": "), final)
+    task = state.tasks.get(event.task_id)
+    if task is not None and request is not None and final and task.blocked_on == request.request_id:
+        task.blocked_on = None
+        state.dirty_tasks.add(task.task_id)
+
+
+@_apply.register
+def _(event: ResourceGranted, state: ClusterState, seq: int) -> None:
+    request = _answer(state, event.request_id, f"granted {event.amount:g} {event.resource}")
+    task = state.tasks.get(event.task_id)
+    alloc = state.allocations.get(event.task_id)
+    if request is None or task is None or alloc is None or alloc.node_id != event.node_id:
+        return
+    extra = resource_amount(event.resource, event.amount)
+    alloc.resources = alloc.resources + extra
+    task.extra = task.extra + extra
+    node = state.nodes[alloc.node_id]
+    node.allocated = node.allocated + extra
+    state.dirty_allocs.add(task.task_id)
+    state.dirty_nodes.add(node.node_id)
+    state.dirty_tasks.add(task.task_id)
+
+
+@_apply.register
+def _(event: ResourceDenied, state: ClusterState, seq: int) -> None:
+    _answer(state, event.request_id, f"denied: {event.reason}")

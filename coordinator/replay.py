@@ -1,0 +1,139 @@
+"""Rebuild the coordinator projection from sequence 0 into a fresh SQLite file, and
+compare it with the live one. The live file is first copied with SQLite's backup API so
+the comparison is against one consistent snapshot; the rebuild stops at that snapshot's
+checkpoint."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from coordinator.projection import apply
+from coordinator.state import ClusterState, TrustPolicy
+from coordinator.store import COMPARED_TABLES, ProjectionStore
+from events.codec import BadEvent, decode
+from events.subjects import AUDIT_STREAM
+from hive.logread import read_stream
+
+FLUSH_EVERY = 5000
+
+
+class ReplayReport(msgspec.Struct, kw_only=True):
+    db: str
+    events: int
+    seconds: float
+    events_per_s: float
+    last_seq: int
+    counts: dict[str, int]
+    rejected: int
+    compared_with: str | None = None
+    matches: bool | None = None
+    differences: list[str] = []
+
+
+def snapshot(live: Path, copy: Path) -> int:
+    """Copy the live projection consistently; return its checkpoint."""
+    src = sqlite3.connect(f"file:{live}?mode=ro", uri=True)
+    dst = sqlite3.connect(str(copy))
+    try:
+        src.backup(dst)
+        row = dst.execute("SELECT seq FROM checkpoint WHERE projection = 'coordinator'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        src.close()
+        dst.close()
+
+
+def compare(a: Path, b: Path) -> list[str]:
+    diffs = []
+    da, db = sqlite3.connect(str(a)), sqlite3.connect(str(b))
+    try:
+        for table in COMPARED_TABLES:
+            query = f"SELECT * FROM {table} ORDER BY 1, 2"
+            left, right = da.execute(query).fetchall(), db.execute(query).fetchall()
+            if left != right:
+                only_a = len(set(left) - set(right))
+                only_b = len(set(right) - set(left))
+                diffs.append(
+                    f"{table}: {len(left)} vs {len(right)} rows, {only_a} only in {a.name}, {only_b} only in {b.name}"
+                )
+    finally:
+        da.close()
+        db.close()
+    return diffs
+
+
+async def rebuild(
+    js: JetStreamContext, db_path: Path, until_seq: int | None = None, trust: TrustPolicy | None = None
+) -> ReplayReport:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    store = await ProjectionStore.open(db_path)
+    state = ClusterState(trust)
+    events = 0
+    pending: list[Msg] = []
+
+    def fold(batch: list[Msg]) -> None:
+        nonlocal events
+        for msg in batch:
+            seq = msg.metadata.sequence.stream
+            try:
+                event = decode(msg.data, msg.subject)
+            except BadEvent as exc:
+                state.seq = seq
+                store.reject(seq, msg.subject, str(exc))
+                continue
+            apply(state, event, seq)
+            events += 1
+
+    async def sink(seq: int, msg: Msg) -> None:
+        pending.append(msg)
+        if len(pending) >= FLUSH_EVERY:
+            fold(pending)
+            pending.clear()
+            await store.flush(state)
+
+    started = time.perf_counter()
+    if until_seq is None or until_seq > 0:
+        await read_stream(js, AUDIT_STREAM, sink, until_seq=until_seq)
+    fold(pending)
+    rejected = len(store.rejected)
+    await store.flush(state)
+    await store.close()
+    seconds = time.perf_counter() - started
+    conn = sqlite3.connect(str(db_path))
+    try:
+        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in COMPARED_TABLES}
+        rejected = conn.execute("SELECT count(*) FROM rejected").fetchone()[0]
+    finally:
+        conn.close()
+    return ReplayReport(
+        db=str(db_path),
+        events=events,
+        seconds=round(seconds, 3),
+        events_per_s=round(events / seconds, 1) if seconds > 0 else 0.0,
+        last_seq=state.seq,
+        counts=counts,
+        rejected=rejected,
+    )
+
+
+async def replay_and_compare(js: JetStreamContext, db_path: Path, live: Path | None) -> ReplayReport:
+    if live is None or not live.exists():
+        return await rebuild(js, db_path)
+    snap = db_path.with_name(db_path.name + ".live-snapshot")
+    upto = snapshot(live, snap)
+    try:
+        report = await rebuild(js, db_path, until_seq=upto)
+        report.compared_with = str(live)
+        report.differences = compare(snap, db_path)
+        report.matches = not report.differences
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{snap}{suffix}").unlink(missing_ok=True)
+    return report

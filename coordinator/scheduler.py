@@ -1,0 +1,103 @@
+"""Theory of operation: placement is a pure function of the state and the clock value.
+
+``place(state, now, reserved)`` walks ready tasks by effective priority, then submission
+order, and puts each on the least-loaded eligible node: active, offering the task's
+executor, trusted enough, with a free slot and the requested resources free (counting
+what earlier decisions in flight have reserved). Tasks that fit nowhere stay queued; a
+larger task does not block smaller ones behind it.
+
+Anti-starvation rule: a queued task's effective priority grows by one for every
+``AGING_S`` seconds it has waited, so a low-priority task is eventually ahead of any
+newer high-priority stream.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from coordinator.state import TRUST_RANK, ClusterState, NodeState, NodeView, TaskView
+from events.base import Resources
+from events.task import TaskAssigned
+
+AGING_S = 30.0
+
+
+class Reservation(msgspec.Struct, kw_only=True):
+    """Resources promised by assignments published but not yet seen back in the log."""
+
+    resources: Resources = Resources()
+    count: int = 0
+    gpus: list[int] = []
+
+
+def effective_priority(task: TaskView, now: float) -> float:
+    return task.spec.priority + max(0.0, now - task.queued_at) / AGING_S
+
+
+def eligible(state: ClusterState, node: NodeView, task: TaskView) -> bool:
+    if node.state != NodeState.ACTIVE or task.spec.executor not in node.executors:
+        return False
+    if node.trust < state.trust.floor:
+        return False
+    wanted = task.spec.min_trust
+    return wanted is None or TRUST_RANK[state.trust.group(node.trust)] >= TRUST_RANK[wanted]
+
+
+def _fits(node: NodeView, task: TaskView, held: Reservation, free_gpus: list[int]) -> bool:
+    if node.running + held.count >= node.max_tasks:
+        return False
+    need = task.spec.resources
+    if need.gpu > len(free_gpus):
+        return False
+    return need.fits_in(node.available - held.resources)
+
+
+def place(
+    state: ClusterState, now: float, reserved: dict[str, Reservation], emitter: str = "coordinator"
+) -> list[TaskAssigned]:
+    nodes = [n for n in state.nodes.values() if n.state == NodeState.ACTIVE]
+    held = {n.node_id: reserved.setdefault(n.node_id, Reservation()) for n in nodes}
+    open_slots = sum(max(0, n.max_tasks - n.running - held[n.node_id].count) for n in nodes)
+    if open_slots <= 0 or not state.queue:
+        return []
+    ready = [t for tid in state.queue if (t := state.tasks[tid]).not_before <= now]
+    free_gpus = {n.node_id: n.free_gpus(state.allocations) for n in nodes if n.gpus}
+    for node_id, res in held.items():
+        if res.gpus:
+            free_gpus[node_id] = [g for g in free_gpus.get(node_id, []) if g not in res.gpus]
+    ready.sort(key=lambda t: (-effective_priority(t, now), t.order))
+    decisions: list[TaskAssigned] = []
+    for task in ready:
+        if open_slots <= 0:
+            break
+        best: NodeView | None = None
+        best_key: tuple[bool, float, float] | None = None
+        for node in nodes:
+            gpus = free_gpus.get(node.node_id, [])
+            if not eligible(state, node, task) or not _fits(node, task, held[node.node_id], gpus):
+                continue
+            load = (node.running + held[node.node_id].count) / max(1, node.max_tasks)
+            key = (node.node_id == task.avoid_node, load, -(node.available.cpu - held[node.node_id].resources.cpu))
+            if best_key is None or key < best_key:
+                best, best_key = node, key
+        if best is None:
+            continue
+        gpus = free_gpus.get(best.node_id, [])[: task.spec.resources.gpu]
+        if gpus:
+            free_gpus[best.node_id] = [g for g in free_gpus[best.node_id] if g not in gpus]
+        res = held[best.node_id]
+        res.resources = res.resources + task.spec.resources
+        res.count += 1
+        res.gpus = res.gpus + gpus
+        open_slots -= 1
+        decisions.append(
+            TaskAssigned(
+                task_id=task.task_id,
+                node_id=best.node_id,
+                attempt=task.attempt + 1,
+                gpus=gpus,
+                spec=task.spec,
+                emitter=emitter,
+            )
+        )
+    return decisions

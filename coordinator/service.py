@@ -1,0 +1,148 @@
+"""The coordinator's asyncio shell: log in, projection out, decisions back to the log.
+
+One loop: take the messages the ordered consumer delivered since last time, decode and
+fold them into the core, write the dirty rows plus the checkpoint in one SQLite
+transaction, then (once caught up with the log) ask the core for decisions and publish
+them pipelined. Heartbeats arrive on core NATS and only feed liveness. Queries are
+answered from memory over request-reply (``hiveapi.*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from nats.aio.msg import Msg
+
+from coordinator.api import Api
+from coordinator.core import CoordinatorCore, CoreConfig
+from coordinator.state import ClusterState, TrustPolicy
+from coordinator.store import ProjectionStore
+from events.codec import BadEvent, decode
+from events.streams import ensure_streams
+from events.subjects import AUDIT_STREAM, heartbeat_filter
+from hive.bus import Publisher, connect, follow
+from hive.config import Target
+
+log = structlog.get_logger("hive.coordinator")
+
+
+class Coordinator:
+    def __init__(
+        self,
+        target: Target,
+        db_path: str | Path,
+        config: CoreConfig | None = None,
+        trust: TrustPolicy | None = None,
+        tick_s: float = 0.1,
+    ) -> None:
+        self.target = target
+        self.db_path = Path(db_path)
+        self.config = config or CoreConfig()
+        self.trust = trust or TrustPolicy()
+        self.tick_s = tick_s
+        self.inbox: list[Msg] = []
+        self.wake = asyncio.Event()
+        self.caught_up_to = 0
+        self.rejected = 0
+        self.seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        nc = await connect(self.target, "hive-coordinator")
+        js = nc.jetstream(timeout=10)
+        await ensure_streams(js)
+        store = await ProjectionStore.open(self.db_path)
+        state = await store.load(ClusterState(self.trust))
+        self.core = CoordinatorCore(state, self.config)
+        self.store = store
+        publisher = Publisher(js)
+        info = await js.stream_info(AUDIT_STREAM)
+        self.caught_up_to = info.state.last_seq
+        log.info("coordinator starting", checkpoint=state.seq, log_end=self.caught_up_to, tasks=len(state.tasks))
+        await nc.subscribe(heartbeat_filter(), cb=self._on_heartbeat)
+        api = Api(self, nc)
+        await api.start()
+        await follow(js, AUDIT_STREAM, self._on_msg, start_seq=state.seq + 1)
+        if ready is not None:
+            ready.set()
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=self.tick_s)
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+                await self._step(publisher)
+        finally:
+            await store.close()
+            await nc.close()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self.inbox.append(msg)
+        self.wake.set()
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        node_id = msg.subject.split(".")[2]
+        self.core.heartbeat(node_id, time.time())
+
+    async def _step(self, publisher: Publisher) -> None:
+        batch, self.inbox = self.inbox, []
+        state = self.core.state
+        for msg in batch:
+            seq = msg.metadata.sequence.stream
+            if seq <= state.seq:
+                continue  # redelivered after a reconnect; already applied
+            try:
+                event = decode(msg.data, msg.subject)
+            except BadEvent as exc:
+                state.seq = seq
+                self._reject(seq, msg.subject, str(exc))
+                continue
+            self.core.handle(event, seq)
+        if batch:
+            await self.store.flush(state)
+            self._release_waiters()
+        if state.seq < self.caught_up_to:
+            return  # decide only on a state that has seen the whole log
+        publisher.reap()
+        for decision in self.core.decide(time.time()):
+            await publisher.publish(decision)
+
+    def _reject(self, seq: int, subject: str, error: str) -> None:
+        self.rejected += 1
+        self.store.reject(seq, subject, error)
+        log.warning("rejected malformed event", subject=subject, seq=seq, error=error[:200])
+
+    def _release_waiters(self) -> None:
+        seq = self.core.state.seq
+        keep = []
+        for wanted, future in self.seq_waiters:
+            if wanted <= seq:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                keep.append((wanted, future))
+        self.seq_waiters = keep
+
+    async def wait_for_seq(self, seq: int, timeout: float = 5.0) -> bool:
+        """Read-your-writes for the API: wait until the projection includes ``seq``."""
+        if seq <= self.core.state.seq:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.seq_waiters.append((seq, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "seq": self.core.state.seq,
+            "rejected": self.rejected,
+            "ignored": self.core.state.ignored,
+            "inflight": len(self.core.inflight),
+        }

@@ -1,0 +1,226 @@
+"""Theory of operation: the coordinator's view of the cluster, as plain data.
+
+``ClusterState`` holds one ``TaskView`` per task, one ``NodeView`` per node, the resources
+allocated to running attempts, and the open help/resource requests. It is changed only by
+``coordinator.projection.apply`` (a fold over the event log), so a rebuild from sequence 0
+gives the same state. Derived indexes (the ready queue, the reverse dependency map) are
+rebuilt from the views after a load.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from events.base import Resources
+from events.node import GpuInfo
+from events.task import OutputFile, TaskSpec
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"  # waiting for dependencies
+    QUEUED = "queued"  # ready, waiting for a node
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    RETRYING = "retrying"  # an attempt failed; the coordinator will requeue it
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
+ON_NODE = frozenset({TaskState.ASSIGNED, TaskState.RUNNING})
+
+# Legal transitions; anything else is ignored by the projection (and counted).
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.PENDING: frozenset({TaskState.QUEUED, TaskState.CANCELLED, TaskState.FAILED}),
+    TaskState.QUEUED: frozenset({TaskState.ASSIGNED, TaskState.CANCELLED, TaskState.PENDING}),
+    TaskState.ASSIGNED: frozenset(
+        {TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED, TaskState.RETRYING}
+        | {TaskState.CANCELLED, TaskState.QUEUED}
+    ),
+    TaskState.RUNNING: frozenset(
+        {TaskState.COMPLETED, TaskState.FAILED, TaskState.RETRYING, TaskState.CANCELLED, TaskState.QUEUED}
+    ),
+    TaskState.RETRYING: frozenset({TaskState.QUEUED, TaskState.CANCELLED, TaskState.FAILED}),
+    TaskState.COMPLETED: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.CANCELLED: frozenset(),
+}
+
+
+class NodeState(StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    DRAINED = "drained"
+    LOST = "lost"
+
+
+class TaskView(msgspec.Struct, kw_only=True):
+    task_id: str
+    spec: TaskSpec
+    state: TaskState
+    order: int  # submission order, the FIFO tie-breaker
+    submitted_at: float
+    updated_at: float
+    queued_at: float = 0.0
+    attempt: int = 0
+    node_id: str | None = None
+    gpus: list[int] = []
+    waiting_on: list[str] = []
+    not_before: float = 0.0
+    avoid_node: str | None = None
+    last_node: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    exit_code: int | None = None
+    error: str | None = None
+    reason: str | None = None
+    duration_s: float | None = None
+    outputs: list[OutputFile] = []
+    cancel_requested: bool = False
+    blocked_on: str | None = None  # an open help request keeps a task waiting
+    extra: Resources = Resources()  # granted on top of the request while running
+
+
+class NodeView(msgspec.Struct, kw_only=True):
+    node_id: str
+    state: NodeState
+    capacity: Resources
+    max_tasks: int
+    executors: list[str]
+    gpus: list[GpuInfo] = []
+    hostname: str = ""
+    registered_at: float = 0.0
+    updated_at: float = 0.0
+    heartbeat_s: float = 2.0
+    allocated: Resources = Resources()
+    running: int = 0
+    trust: float = 50.0
+    completed: int = 0
+    failed: int = 0
+
+    @property
+    def available(self) -> Resources:
+        return self.capacity - self.allocated
+
+    def free_gpus(self, allocations: dict[str, Allocation]) -> list[int]:
+        used = {g for a in allocations.values() if a.node_id == self.node_id for g in a.gpus}
+        return [g.index for g in self.gpus if g.index not in used]
+
+
+class Allocation(msgspec.Struct, kw_only=True):
+    task_id: str
+    node_id: str
+    attempt: int
+    resources: Resources
+    gpus: list[int] = []
+
+
+class OpenRequest(msgspec.Struct, kw_only=True):
+    request_id: str
+    task_id: str
+    node_id: str
+    attempt: int
+    kind: str  # "help" or "resource"
+    asked_at: float
+    problem: str = ""
+    help_kind: str = ""
+    resource: str = ""
+    amount: float = 0.0
+    state: str = "open"  # open, waiting_operator, answered
+    answer: str = ""
+
+
+class TrustChange(msgspec.Struct, kw_only=True, array_like=True):
+    seq: int
+    node_id: str
+    delta: float
+    score: float
+    task_id: str | None
+    cause: str
+
+
+class TrustPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    initial: float = 50.0
+    success: float = 2.0
+    failure: float = -5.0
+    high: float = 80.0
+    medium: float = 50.0
+    floor: float = 10.0
+
+    def group(self, score: float) -> str:
+        if score >= self.high:
+            return "high"
+        if score >= self.medium:
+            return "medium"
+        return "low"
+
+
+TRUST_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
+class ClusterState:
+    def __init__(self, trust: TrustPolicy | None = None) -> None:
+        self.trust = trust or TrustPolicy()
+        self.tasks: dict[str, TaskView] = {}
+        self.nodes: dict[str, NodeView] = {}
+        self.allocations: dict[str, Allocation] = {}
+        self.requests: dict[str, OpenRequest] = {}
+        self.seq = 0  # last stream sequence applied
+        self.next_order = 0
+        # derived indexes
+        self.queue: set[str] = set()
+        self.dependents: dict[str, set[str]] = {}
+        self.retrying: set[str] = set()
+        self.doomed: dict[str, str] = {}  # pending task -> why it can never run
+        self.cancel_wanted: set[str] = set()
+        # persistence bookkeeping: what changed since the last flush
+        self.dirty_tasks: set[str] = set()
+        self.dirty_nodes: set[str] = set()
+        self.dirty_allocs: set[str] = set()
+        self.dirty_requests: set[str] = set()
+        self.new_trust: list[TrustChange] = []
+        self.ignored = 0
+
+    def reindex(self) -> None:
+        """Rebuild the derived indexes from the views (after loading from SQLite)."""
+        self.queue = {t.task_id for t in self.tasks.values() if t.state == TaskState.QUEUED}
+        self.retrying = {t.task_id for t in self.tasks.values() if t.state == TaskState.RETRYING}
+        self.cancel_wanted = {t.task_id for t in self.tasks.values() if t.cancel_requested and t.state not in TERMINAL}
+        self.dependents = {}
+        self.doomed = {}
+        for task in self.tasks.values():
+            for dep in task.waiting_on:
+                self.dependents.setdefault(dep, set()).add(task.task_id)
+                dep_view = self.tasks.get(dep)
+                if (
+                    task.state == TaskState.PENDING
+                    and dep_view
+                    and dep_view.state
+                    in (
+                        TaskState.FAILED,
+                        TaskState.CANCELLED,
+                    )
+                ):
+                    self.doomed[task.task_id] = f"dependency {dep} {dep_view.state}"
+        self.next_order = max((t.order for t in self.tasks.values()), default=-1) + 1
+
+    def validate(self) -> None:
+        """Invariants the tests check: allocations match node accounting, never over capacity."""
+        for node in self.nodes.values():
+            allocs = [a for a in self.allocations.values() if a.node_id == node.node_id]
+            total = Resources()
+            for a in allocs:
+                total = total + a.resources
+            assert total == node.allocated, (node.node_id, total, node.allocated)
+            assert len(allocs) == node.running, (node.node_id, len(allocs), node.running)
+        for alloc in self.allocations.values():
+            task = self.tasks[alloc.task_id]
+            assert task.state in ON_NODE and task.node_id == alloc.node_id, (task, alloc)
+        for task in self.tasks.values():
+            if task.state in ON_NODE:
+                assert task.task_id in self.allocations, task.task_id

@@ -1,0 +1,199 @@
+"""SQLite persistence of the coordinator projection. All SQL of this projection lives here.
+
+Each flush writes the rows the projection marked dirty and the stream sequence reached,
+in one transaction, so after a crash the tables and the checkpoint agree and the
+coordinator resumes from ``checkpoint + 1``. Rows hold queryable columns plus the whole
+view as JSON, which is what a load decodes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from coordinator.state import Allocation, ClusterState, NodeView, OpenRequest, TaskView
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY, state TEXT NOT NULL, priority INTEGER NOT NULL,
+    executor TEXT NOT NULL, node_id TEXT, attempt INTEGER NOT NULL,
+    submitted_at REAL NOT NULL, updated_at REAL NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY, state TEXT NOT NULL, trust REAL NOT NULL,
+    running INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS allocations (
+    task_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    cpu REAL NOT NULL, memory_gb REAL NOT NULL, gpu INTEGER NOT NULL,
+    gpu_memory_gb REAL NOT NULL, gpus TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, kind TEXT NOT NULL,
+    state TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS trust_changes (
+    seq INTEGER NOT NULL, node_id TEXT NOT NULL, delta REAL NOT NULL, score REAL NOT NULL,
+    task_id TEXT, cause TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS trust_changes_node ON trust_changes(node_id, seq);
+CREATE TABLE IF NOT EXISTS rejected (
+    seq INTEGER PRIMARY KEY, subject TEXT NOT NULL, error TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoint (projection TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+
+# what `hive replay` compares; the checkpoint is where each copy stopped, not what it holds
+COMPARED_TABLES = ("tasks", "nodes", "allocations", "requests", "trust_changes", "rejected")
+PROJECTION = "coordinator"
+
+_enc = msgspec.json.Encoder()
+
+
+class ProjectionStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+        self.rejected: list[tuple[int, str, str]] = []
+
+    @classmethod
+    async def open(cls, path: str | Path) -> ProjectionStore:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(str(path))
+        # WAL + NORMAL: a crash loses at most the last transactions, which replay restores
+        await db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
+        await db.commit()
+        return cls(db)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def load(self, state: ClusterState) -> ClusterState:
+        dec_task = msgspec.json.Decoder(TaskView)
+        dec_node = msgspec.json.Decoder(NodeView)
+        dec_req = msgspec.json.Decoder(OpenRequest)
+        async with self.db.execute("SELECT data FROM tasks") as cur:
+            for (data,) in await cur.fetchall():
+                task = dec_task.decode(data)
+                state.tasks[task.task_id] = task
+        async with self.db.execute("SELECT data FROM nodes") as cur:
+            for (data,) in await cur.fetchall():
+                node = dec_node.decode(data)
+                state.nodes[node.node_id] = node
+        async with self.db.execute("SELECT data FROM requests") as cur:
+            for (data,) in await cur.fetchall():
+                req = dec_req.decode(data)
+                state.requests[req.request_id] = req
+        async with self.db.execute(
+            "SELECT task_id, node_id, attempt, cpu, memory_gb, gpu, gpu_memory_gb, gpus FROM allocations"
+        ) as cur:
+            for row in await cur.fetchall():
+                res = {"cpu": row[3], "memory_gb": row[4], "gpu": row[5], "gpu_memory_gb": row[6]}
+                alloc = msgspec.convert(
+                    {
+                        "task_id": row[0],
+                        "node_id": row[1],
+                        "attempt": row[2],
+                        "resources": res,
+                        "gpus": msgspec.json.decode(row[7]),
+                    },
+                    Allocation,
+                )
+                state.allocations[alloc.task_id] = alloc
+        state.seq = await self.checkpoint()
+        state.reindex()
+        return state
+
+    async def checkpoint(self) -> int:
+        async with self.db.execute("SELECT seq FROM checkpoint WHERE projection = ?", (PROJECTION,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    def reject(self, seq: int, subject: str, error: str) -> None:
+        self.rejected.append((seq, subject, error[:500]))
+
+    async def flush(self, state: ClusterState) -> None:
+        """Write what changed since the last flush, and the checkpoint, in one transaction."""
+        db = self.db
+        tasks = [state.tasks[t] for t in state.dirty_tasks]
+        if tasks:
+            await db.executemany(
+                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        t.task_id,
+                        t.state.value,
+                        t.spec.priority,
+                        t.spec.executor,
+                        t.node_id,
+                        t.attempt,
+                        t.submitted_at,
+                        t.updated_at,
+                        _enc.encode(t),
+                    )
+                    for t in tasks
+                ],
+            )
+        if state.dirty_nodes:
+            await db.executemany(
+                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?)",
+                [
+                    (n.node_id, n.state.value, n.trust, n.running, _enc.encode(n))
+                    for n in (state.nodes[i] for i in state.dirty_nodes)
+                ],
+            )
+        if state.dirty_allocs:
+            gone = [(t,) for t in state.dirty_allocs if t not in state.allocations]
+            live = [state.allocations[t] for t in state.dirty_allocs if t in state.allocations]
+            await db.executemany("DELETE FROM allocations WHERE task_id = ?", gone)
+            await db.executemany(
+                "INSERT OR REPLACE INTO allocations VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        a.task_id,
+                        a.node_id,
+                        a.attempt,
+                        a.resources.cpu,
+                        a.resources.memory_gb,
+                        a.resources.gpu,
+                        a.resources.gpu_memory_gb,
+                        _enc.encode(a.gpus).decode(),
+                    )
+                    for a in live
+                ],
+            )
+        if state.dirty_requests:
+            await db.executemany(
+                "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?)",
+                [
+                    (r.request_id, r.task_id, r.kind, r.state, _enc.encode(r))
+                    for r in (state.requests[i] for i in state.dirty_requests)
+                ],
+            )
+        if state.new_trust:
+            await db.executemany(
+                "INSERT INTO trust_changes VALUES (?,?,?,?,?,?)",
+                [(c.seq, c.node_id, c.delta, c.score, c.task_id, c.cause) for c in state.new_trust],
+            )
+        if self.rejected:
+            await db.executemany("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", self.rejected)
+        await db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", (PROJECTION, state.seq))
+        await db.commit()
+        state.dirty_tasks.clear()
+        state.dirty_nodes.clear()
+        state.dirty_allocs.clear()
+        state.dirty_requests.clear()
+        state.new_trust.clear()
+        self.rejected.clear()
+
+
+async def table_rows(path: str | Path, table: str) -> list[tuple[Any, ...]]:
+    async with aiosqlite.connect(str(path)) as db, db.execute(f"SELECT * FROM {table} ORDER BY 1, 2") as cur:
+        return list(await cur.fetchall())
+
+
+async def table_counts(path: str | Path) -> dict[str, int]:
+    counts = {}
+    async with aiosqlite.connect(str(path)) as db:
+        for table in COMPARED_TABLES:
+            async with db.execute(f"SELECT count(*) FROM {table}") as cur:
+                row = await cur.fetchone()
+                counts[table] = int(row[0]) if row else 0
+    return counts

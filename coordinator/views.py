@@ -1,0 +1,70 @@
+"""Read models the API serves: plain dicts built from the in-memory projection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from coordinator.state import ClusterState, NodeView, OpenRequest, TaskView
+
+
+def task_summary(task: TaskView) -> dict[str, Any]:
+    spec = task.spec
+    what = spec.type if spec.executor == "function" else " ".join(spec.command)
+    if spec.executor == "docker":
+        what = f"{spec.image}: {what}"
+    return {
+        "task_id": task.task_id,
+        "name": spec.name,
+        "state": task.state.value,
+        "executor": spec.executor,
+        "what": what,
+        "priority": spec.priority,
+        "attempt": task.attempt,
+        "max_attempts": spec.max_attempts,
+        "node_id": task.node_id or task.last_node,
+        "submitted_at": task.submitted_at,
+        "updated_at": task.updated_at,
+        "duration_s": task.duration_s,
+        "exit_code": task.exit_code,
+        "error": task.error,
+        "reason": task.reason,
+        "waiting_on": task.waiting_on,
+    }
+
+
+def task_detail(task: TaskView) -> dict[str, Any]:
+    return msgspec.to_builtins(task)
+
+
+def node_summary(state: ClusterState, node: NodeView) -> dict[str, Any]:
+    available = node.available
+    return {
+        "node_id": node.node_id,
+        "state": node.state.value,
+        "hostname": node.hostname,
+        "executors": node.executors,
+        "running": node.running,
+        "max_tasks": node.max_tasks,
+        "capacity": msgspec.to_builtins(node.capacity),
+        "available": msgspec.to_builtins(available),
+        "gpus": msgspec.to_builtins(node.gpus),
+        "trust": node.trust,
+        "trust_group": state.trust.group(node.trust),
+        "completed": node.completed,
+        "failed": node.failed,
+    }
+
+
+def request_summary(request: OpenRequest) -> dict[str, Any]:
+    return msgspec.to_builtins(request)
+
+
+def list_tasks(state: ClusterState, wanted: str | None, limit: int) -> list[dict[str, Any]]:
+    tasks = sorted(state.tasks.values(), key=lambda t: t.order)
+    if wanted:
+        tasks = [t for t in tasks if t.state.value == wanted]
+    if limit > 0:
+        tasks = tasks[-limit:]
+    return [task_summary(t) for t in tasks]

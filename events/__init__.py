@@ -1,0 +1,70 @@
+"""HiveMind's vocabulary: event types, subjects, streams and the codec."""
+
+from events.base import Event, Resources, new_id
+from events.codec import AnyEvent, BadEvent, decode, encode
+from events.negotiation import (
+    GuidanceGiven,
+    HelpRequested,
+    ResourceDenied,
+    ResourceGranted,
+    ResourceRequested,
+)
+from events.node import (
+    GpuInfo,
+    GpuUsage,
+    NodeDrained,
+    NodeDrainRequested,
+    NodeHeartbeat,
+    NodeLost,
+    NodeRegistered,
+    NodeTrustReset,
+)
+from events.task import (
+    OutputFile,
+    TaskAssigned,
+    TaskCancelled,
+    TaskCancelRequested,
+    TaskCompleted,
+    TaskFailed,
+    TaskProgress,
+    TaskReassigned,
+    TaskRejected,
+    TaskSpec,
+    TaskStarted,
+    TaskSubmitted,
+)
+
+__all__ = [
+    "AnyEvent",
+    "BadEvent",
+    "Event",
+    "GpuInfo",
+    "GpuUsage",
+    "GuidanceGiven",
+    "HelpRequested",
+    "NodeDrainRequested",
+    "NodeDrained",
+    "NodeHeartbeat",
+    "NodeLost",
+    "NodeRegistered",
+    "NodeTrustReset",
+    "OutputFile",
+    "ResourceDenied",
+    "ResourceGranted",
+    "ResourceRequested",
+    "Resources",
+    "TaskAssigned",
+    "TaskCancelRequested",
+    "TaskCancelled",
+    "TaskCompleted",
+    "TaskFailed",
+    "TaskProgress",
+    "TaskReassigned",
+    "TaskRejected",
+    "TaskSpec",
+    "TaskStarted",
+    "TaskSubmitted",
+    "decode",
+    "encode",
+    "new_id",
+]

@@ -1,0 +1,66 @@
+"""The envelope every event shares.
+
+Events are immutable facts in the past tense. Each carries a unique ``id`` (also the
+JetStream ``Nats-Msg-Id``, so a duplicate publish is dropped by the server), the wall-clock
+time it was emitted (``ts``, seconds since the epoch: projections read time from here,
+never from the clock) and who emitted it (``emitter``: ``coordinator``, ``node:<id>`` or
+``client:<name>``). ``causation_id`` names the event that caused this one, when there is
+one, so an audit can follow a decision back to its trigger.
+
+Schema evolution: add fields only, optional and with defaults; a changed meaning is a new
+event type. Old logs must keep decoding.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+
+
+def new_id() -> str:
+    """A 20-hex-char id, roughly time ordered (ns clock prefix) and unique (random tail)."""
+    return f"{time.time_ns() // 1000 & 0xFFFFFFFFFFF:011x}{os.urandom(5).hex()[:9]}"
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+    id: str = msgspec.field(default_factory=new_id)
+    ts: float = msgspec.field(default_factory=time.time)
+    emitter: str = ""
+    causation_id: str | None = None
+
+
+class Resources(msgspec.Struct, frozen=True, kw_only=True):
+    """An amount of the four accounted resources. Used for requests, capacity and free space."""
+
+    cpu: float = 0.0
+    memory_gb: float = 0.0
+    gpu: int = 0
+    gpu_memory_gb: float = 0.0
+
+    def fits_in(self, other: Resources) -> bool:
+        # A tiny epsilon keeps float sums like 0.1+0.2 from refusing an exact fit.
+        eps = 1e-9
+        return (
+            self.cpu <= other.cpu + eps
+            and self.memory_gb <= other.memory_gb + eps
+            and self.gpu <= other.gpu
+            and self.gpu_memory_gb <= other.gpu_memory_gb + eps
+        )
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(
+            cpu=round(self.cpu + other.cpu, 6),
+            memory_gb=round(self.memory_gb + other.memory_gb, 6),
+            gpu=self.gpu + other.gpu,
+            gpu_memory_gb=round(self.gpu_memory_gb + other.gpu_memory_gb, 6),
+        )
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(
+            cpu=round(self.cpu - other.cpu, 6),
+            memory_gb=round(self.memory_gb - other.memory_gb, 6),
+            gpu=self.gpu - other.gpu,
+            gpu_memory_gb=round(self.gpu_memory_gb - other.gpu_memory_gb, 6),
+        )

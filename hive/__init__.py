@@ -1,0 +1,1 @@
+"""HiveMind command line, embedded server and Python client."""

@@ -1,0 +1,177 @@
+"""The NATS edge: connecting with one clear error, publishing events, reading the log.
+
+Connections never print nats-py tracebacks: errors go to structlog at debug level, a
+disconnect is one warning line, and the first connect is bounded by a deadline so an
+unreachable server is reported within seconds. After that, services reconnect forever
+(a restarted nats-server is picked up by itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NoStreamResponseError
+
+from events.base import Event
+from events.codec import encode
+from events.subjects import MSG_ID_HEADER, subject_for
+from hive.config import Target
+from hive.errors import Unreachable
+
+log = structlog.get_logger("hive.bus")
+
+TRANSIENT = (asyncio.TimeoutError, NoStreamResponseError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError)
+
+
+async def connect(target: Target, name: str, *, deadline: float = 5.0, persistent: bool = True) -> Client:
+    """Connect or raise ``Unreachable`` after ``deadline`` seconds, with the last reason."""
+    last_error: list[str] = []
+    connected = asyncio.Event()
+    holder: list[Client] = []
+
+    async def on_error(exc: Exception) -> None:
+        text = str(exc) or type(exc).__name__
+        if connected.is_set() and (not last_error or last_error[-1] != text):
+            log.debug("nats error", error=text)
+        last_error.append(text)
+
+    async def on_disconnect() -> None:
+        if connected.is_set() and not closing(holder):
+            log.warning("disconnected from nats; reconnecting", server=target.url.split("@")[-1])
+
+    async def on_reconnect() -> None:
+        log.info("reconnected to nats")
+
+    options: dict[str, Any] = {
+        "servers": [target.url],
+        "name": name,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnect,
+        "reconnected_cb": on_reconnect,
+        "connect_timeout": 2,
+        "reconnect_time_wait": 0.5,
+        "max_reconnect_attempts": -1 if persistent else 3,
+        "allow_reconnect": True,
+        "pending_size": 64 * 1024 * 1024,
+    }
+    if target.user:
+        options["user"] = target.user
+        options["password"] = target.password or ""
+    try:
+        nc = await asyncio.wait_for(nats.connect(**options), timeout=deadline)
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        reason = last_error[-1] if last_error else (str(exc) or type(exc).__name__)
+        if "authorization" in reason.lower():
+            raise Unreachable(f"NATS server at {_safe(target.url)} refused the credentials ({reason})") from None
+        raise Unreachable(f"cannot reach NATS server at {_safe(target.url)} ({reason})") from None
+    holder.append(nc)
+    connected.set()
+    return nc
+
+
+def closing(holder: list[Client]) -> bool:
+    return bool(holder) and (holder[0].is_closed or holder[0].is_draining)
+
+
+def _safe(url: str) -> str:
+    """The URL without credentials, for messages."""
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url
+
+
+def headers_for(event: Event) -> dict[str, str]:
+    return {MSG_ID_HEADER: event.id}
+
+
+class Publisher:
+    """Publishes events to JetStream. ``publish`` pipelines (a bounded window of acks in
+    flight, awaited by ``flush``); ``publish_reliably`` awaits the ack and retries transient
+    failures with the same id, so a retry after a lost ack is deduplicated by the server."""
+
+    def __init__(self, js: JetStreamContext, window: int = 2000) -> None:
+        self.js = js
+        self.window = window
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def publish(self, event: Event) -> None:
+        future = await self.js.publish_async(subject_for(event), encode(event), headers=headers_for(event))
+        self.pending.append(future)
+        if len(self.pending) >= self.window:
+            await self.flush()
+
+    async def flush(self, timeout: float = 10.0) -> int:
+        """Wait for the acks in flight; return how many failed."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return 0
+        done, not_done = await asyncio.wait(pending, timeout=timeout)
+        for future in not_done:
+            future.cancel()
+        failed = len(not_done) + sum(1 for f in done if f.cancelled() or f.exception() is not None)
+        if failed:
+            log.warning("publishes not acknowledged", failed=failed, total=len(pending))
+        return failed
+
+    def reap(self) -> int:
+        """Drop acks already received; return how many of them were failures."""
+        failed = sum(1 for f in self.pending if f.done() and (f.cancelled() or f.exception() is not None))
+        self.pending = [f for f in self.pending if not f.done()]
+        return failed
+
+    async def publish_reliably(self, event: Event, attempts: int = 0, timeout: float = 5.0) -> None:
+        """Await the ack; retry transient failures (``attempts`` 0 = until it works)."""
+        subject, data, headers = subject_for(event), encode(event), headers_for(event)
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                await self.js.publish(subject, data, timeout=timeout, headers=headers)
+                return
+            except TRANSIENT:
+                if attempts and tries >= attempts:
+                    raise
+                await asyncio.sleep(min(2.0, 0.1 * tries))
+
+
+MsgHandler = Callable[[Msg], Awaitable[None]]
+
+
+async def follow(
+    js: JetStreamContext,
+    stream: str,
+    handler: MsgHandler,
+    *,
+    filters: list[str] | None = None,
+    start_seq: int = 1,
+) -> Any:
+    """An ordered push consumer from ``start_seq``: no acks, gap-free, recreated by the
+    client after a server restart. Resuming position is the caller's job (a checkpoint)."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else DeliverPolicy.ALL,
+        opt_start_seq=start_seq if start_seq > 1 else None,
+        filter_subjects=filters if filters and len(filters) > 1 else None,
+        max_ack_pending=-1,
+    )
+    subject = filters[0] if filters and len(filters) == 1 else ">"
+    if filters and len(filters) > 1:
+        subject = filters[0]
+    return await js.subscribe(
+        subject,
+        stream=stream,
+        cb=handler,
+        ordered_consumer=True,
+        config=config,
+        idle_heartbeat=2.0,
+        pending_msgs_limit=-1,
+        pending_bytes_limit=-1,
+    )

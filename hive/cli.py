@@ -1,0 +1,453 @@
+"""The ``hive`` command line. Each command is a thin wrapper over ``HiveClient`` or a
+service; problems the user can fix are one line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import msgspec
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from events.base import Resources
+from events.codec import BadEvent, decode
+from events.subjects import ALL_EVENTS, AUDIT_STREAM, TELEMETRY_STREAM
+from events.task import TaskSpec
+from hive import logs, render
+from hive.client import TERMINAL, HiveClient
+from hive.config import data_dir, resolve
+from hive.errors import HiveError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="HiveMind: an event-sourced compute coordinator over NATS."
+)
+
+Server = Annotated[
+    Optional[str], typer.Option("--server", "-s", help="NATS URL (default: $HIVE_SERVER, then the local `hive up`)")
+]
+Data = Annotated[Optional[Path], typer.Option("--data", help="data directory (default: $HIVE_DATA or ./.hive)")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a command's coroutine; turn user-fixable problems into one line + exit code."""
+    try:
+        return asyncio.run(coro)
+    except HiveError as exc:
+        render.err.print(f"error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        raise typer.Exit(0) from None
+
+
+def quiet() -> None:
+    logs.configure("warning")
+
+
+async def _client(server: str | None, data: Path | None, role: str = "client") -> HiveClient:
+    return await HiveClient.connect(server, data, role=role)
+
+
+# -- services -----------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    nodes: Annotated[int, typer.Option("--nodes", "-n", help="worker nodes to start")] = 2,
+    port: Annotated[int, typer.Option("--port", "-p", help="NATS client port")] = 4222,
+    data: Data = None,
+    demo: Annotated[bool, typer.Option("--demo", help="submit a small sample workload and show it finish")] = False,
+    server: Server = None,
+    max_tasks: Annotated[int, typer.Option("--max-tasks", help="concurrent tasks per node")] = 4,
+) -> None:
+    """Start nats-server, the coordinator and N nodes; Ctrl-C stops everything."""
+    from hive.up import Cluster
+
+    logs.configure("info")
+    cluster = Cluster(data_dir(data), port=port, nodes=nodes, server=server, max_tasks=max_tasks)
+    try:
+        cluster.run(demo=demo)
+    except HiveError as exc:
+        cluster.stop()
+        render.err.print(f"error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+
+
+@app.command()
+def coordinator(
+    server: Server = None,
+    data: Data = None,
+    db: Annotated[Optional[Path], typer.Option(help="projection file (default: DATA/coordinator.db)")] = None,
+    missed_heartbeats: Annotated[int, typer.Option(help="heartbeats a node may miss before it is lost")] = 3,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run the coordinator: projections, scheduler, policies."""
+    from coordinator.core import CoreConfig
+    from coordinator.service import Coordinator
+
+    logs.configure(log_level)
+    directory = data_dir(data)
+    service = Coordinator(
+        resolve(server, "coordinator", directory),
+        db or directory / "coordinator.db",
+        CoreConfig(missed_heartbeats=missed_heartbeats),
+    )
+    run(service.run())
+
+
+@app.command()
+def node(
+    server: Server = None,
+    data: Data = None,
+    node_id: Annotated[Optional[str], typer.Option("--id", help="node id (default: $NODE_ID or the hostname)")] = None,
+    max_cpu: Annotated[Optional[float], typer.Option(help="cap the CPU cores offered ($MAX_CPU_CORES)")] = None,
+    max_memory_gb: Annotated[Optional[float], typer.Option(help="cap the memory offered ($MAX_MEMORY_GB)")] = None,
+    max_tasks: Annotated[Optional[int], typer.Option(help="concurrent tasks ($MAX_CONCURRENT_TASKS)")] = None,
+    gpus: Annotated[Optional[str], typer.Option(help="GPU indices to offer, e.g. 0,1 (default: all)")] = None,
+    docker: Annotated[
+        Optional[bool], typer.Option("--docker/--no-docker", help="offer the docker executor ($DOCKER_ENABLED)")
+    ] = None,
+    heartbeat: Annotated[Optional[float], typer.Option(help="heartbeat interval in seconds")] = None,
+    handlers: Annotated[
+        Optional[list[str]], typer.Option("--handlers", help="Python module with @handler functions (repeatable)")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run a worker node."""
+    from node.service import Node
+    from node.settings import NodeSettings
+
+    logs.configure(log_level)
+    directory = data_dir(data)
+    gpu_list = [int(g) for g in gpus.split(",") if g.strip()] if gpus is not None else None
+    try:
+        settings = NodeSettings.from_env(
+            node_id=node_id,
+            data_dir=str(directory),
+            max_cpu=max_cpu,
+            max_memory_gb=max_memory_gb,
+            max_tasks=max_tasks,
+            gpus=gpu_list,
+            docker=docker,
+            heartbeat_s=heartbeat,
+            handler_modules=handlers or [],
+        )
+    except (msgspec.ValidationError, ValueError) as exc:
+        render.err.print(f"error: bad node setting: {exc}")
+        raise typer.Exit(1) from None
+    run(Node(resolve(server, "node", directory), settings).run())
+
+
+# -- writes -------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def submit(
+    command: Annotated[Optional[list[str]], typer.Argument(help="command and arguments, after --")] = None,
+    cpu: Annotated[float, typer.Option(help="CPU cores")] = 0.0,
+    memory_gb: Annotated[float, typer.Option(help="memory in GB")] = 0.0,
+    gpu: Annotated[int, typer.Option(help="GPUs")] = 0,
+    gpu_memory_gb: Annotated[float, typer.Option(help="GPU memory in GB")] = 0.0,
+    priority: Annotated[int, typer.Option(help="higher runs first")] = 0,
+    after: Annotated[
+        Optional[list[str]], typer.Option("--after", help="run after this task completed (repeatable)")
+    ] = None,
+    task_type: Annotated[Optional[str], typer.Option("--type", help="function handler type")] = None,
+    payload: Annotated[Optional[str], typer.Option(help="JSON payload for a function task")] = None,
+    image: Annotated[Optional[str], typer.Option(help="run the command in this Docker image")] = None,
+    network: Annotated[bool, typer.Option("--network", help="give the container a network")] = False,
+    env: Annotated[Optional[list[str]], typer.Option("--env", "-e", help="KEY=VALUE (repeatable)")] = None,
+    cwd: Annotated[Optional[str], typer.Option(help="working directory of the process")] = None,
+    attempts: Annotated[int, typer.Option(help="attempts before the task fails for good")] = 1,
+    timeout: Annotated[Optional[float], typer.Option(help="seconds an attempt may run")] = None,
+    min_trust: Annotated[Optional[str], typer.Option(help="low, medium or high")] = None,
+    name: Annotated[Optional[str], typer.Option(help="a label for people")] = None,
+    task_id: Annotated[Optional[str], typer.Option("--id", help="choose the task id")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="show progress until it ends; exit 1 if it failed")] = False,
+    server: Server = None,
+    data: Data = None,
+    as_json: Json = False,
+) -> None:
+    """Submit a task: `hive submit -- CMD ARGS` or `hive submit --type T --payload JSON`."""
+    quiet()
+    try:
+        parsed_payload = json.loads(payload) if payload is not None else None
+    except json.JSONDecodeError as exc:
+        render.err.print(f"error: --payload is not valid JSON: {exc}")
+        raise typer.Exit(1) from None
+    bad_env = [e for e in env or [] if "=" not in e]
+    if bad_env:
+        render.err.print(f"error: --env wants KEY=VALUE, got {bad_env[0]!r}")
+        raise typer.Exit(1)
+    if min_trust not in (None, "low", "medium", "high"):
+        render.err.print("error: --min-trust must be low, medium or high")
+        raise typer.Exit(1)
+    executor: Literal["process", "function", "docker"] = "docker" if image else ("function" if task_type else "process")
+    spec = TaskSpec(
+        executor=executor,
+        command=list(command or []),
+        env=dict(e.split("=", 1) for e in env or []),
+        cwd=cwd,
+        type=task_type,
+        payload=parsed_payload,
+        image=image,
+        network=network,
+        resources=Resources(cpu=cpu, memory_gb=memory_gb, gpu=gpu, gpu_memory_gb=gpu_memory_gb),
+        priority=priority,
+        after=list(after or []),
+        max_attempts=attempts,
+        timeout_s=timeout,
+        min_trust=min_trust,
+        name=name,  # type: ignore[arg-type]
+    )
+    code = run(_submit(spec, task_id, wait, server, data, as_json))
+    raise typer.Exit(code)
+
+
+async def _submit(
+    spec: TaskSpec, task_id: str | None, wait: bool, server: str | None, data: Path | None, as_json: bool
+) -> int:
+    async with await _client(server, data) as hive:
+        task_id = await hive.submit(spec, task_id)
+        if not wait:
+            render.emit_json({"task_id": task_id}) if as_json else print(task_id)
+            return 0
+        if not as_json:
+            render.err.print(f"submitted {task_id}")
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=render.err,
+            transient=False,
+            disable=as_json,
+        ) as bar:
+            row = bar.add_task(task_id, total=1.0)
+
+            def on_progress(fraction: float, message: str) -> None:
+                bar.update(row, completed=fraction, description=f"{task_id} {message}"[:70])
+
+            final = await hive.wait(task_id, on_progress)
+            if final["state"] == "completed":
+                bar.update(row, completed=1.0)
+        if as_json:
+            render.emit_json(final)
+        else:
+            _print_outcome(final)
+        return 0 if final["state"] == "completed" else 1
+
+
+def _print_outcome(task: dict[str, Any]) -> None:
+    state = task["state"]
+    if state == "completed":
+        render.out.print(f"{task['task_id']} completed in {task.get('duration_s') or 0:.2f}s")
+        if task.get("result") is not None:
+            render.out.print(json.dumps(task["result"]))
+    else:
+        render.out.print(f"{task['task_id']} {state}: {task.get('error') or task.get('reason') or ''}")
+
+
+@app.command()
+def cancel(task_id: str, server: Server = None, data: Data = None, as_json: Json = False) -> None:
+    """Cancel a task: dropped from the queue, or stopped where it runs."""
+    quiet()
+
+    async def go() -> None:
+        async with await _client(server, data) as hive:
+            task = await hive.cancel(task_id)
+            render.emit_json({"task_id": task_id, "was": task["state"]}) if as_json else print(
+                f"cancel requested for {task_id} (was {task['state']})"
+            )
+
+    run(go())
+
+
+@app.command()
+def drain(node_id: str, server: Server = None, data: Data = None) -> None:
+    """Stop giving a node work; it finishes what it has and leaves."""
+    quiet()
+
+    async def go() -> None:
+        async with await _client(server, data) as hive:
+            await hive.drain(node_id)
+            print(f"drain requested for {node_id}")
+
+    run(go())
+
+
+# -- reads --------------------------------------------------------------------------------
+
+
+@app.command()
+def tasks(
+    state: Annotated[Optional[str], typer.Option(help="only tasks in this state")] = None,
+    limit: Annotated[int, typer.Option(help="the most recent N (0: all)")] = 50,
+    server: Server = None,
+    data: Data = None,
+    as_json: Json = False,
+) -> None:
+    """List tasks."""
+    quiet()
+
+    async def go() -> None:
+        async with await _client(server, data, "auditor") as hive:
+            rows = await hive.tasks(state, limit)
+        render.emit_json(rows) if as_json else render.out.print(render.tasks_table(rows))
+
+    run(go())
+
+
+@app.command()
+def task(task_id: str, server: Server = None, data: Data = None, as_json: Json = False) -> None:
+    """One task: its state and its whole event history."""
+    quiet()
+
+    async def go() -> None:
+        async with await _client(server, data, "auditor") as hive:
+            view = await hive.task(task_id)
+            history = await hive.history(task_id)
+        if as_json:
+            render.emit_json(
+                {"task": view, "events": [msgspec.to_builtins(e) | {"seq": s, "stream": st} for s, st, e in history]}
+            )
+            return
+        render.out.print(
+            f"[bold]{task_id}[/bold] {view['state']}  attempt {view['attempt']}/{view['spec']['max_attempts']}"
+        )
+        table = render.Table(title=f"{len(history)} events", title_justify="left")
+        for col in ("SEQ", "TIME", "EVENT", "BY", "DETAILS"):
+            table.add_column(col, overflow="fold")
+        for seq, stream, event in history:
+            label = f"{seq}" if stream == AUDIT_STREAM else f"t{seq}"
+            table.add_row(
+                label, render.clock(event.ts), type(event).__name__, event.emitter, render.event_summary(event)
+            )
+        render.out.print(table)
+        if view.get("result") is not None:
+            render.out.print(f"result: {json.dumps(view['result'])}")
+
+    run(go())
+
+
+@app.command()
+def nodes(server: Server = None, data: Data = None, as_json: Json = False) -> None:
+    """List nodes with capacity, availability and trust."""
+    quiet()
+
+    async def go() -> None:
+        async with await _client(server, data, "auditor") as hive:
+            rows = await hive.nodes()
+        render.emit_json(rows) if as_json else render.out.print(render.nodes_table(rows))
+
+    run(go())
+
+
+@app.command()
+def events(
+    subject_filter: Annotated[str, typer.Argument(help="subject filter, e.g. 'hive.task.T.>'")] = ALL_EVENTS,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events")] = False,
+    server: Server = None,
+    data: Data = None,
+    as_json: Json = False,
+) -> None:
+    """Print logged events (audit and telemetry), optionally following the log."""
+    quiet()
+    from hive.logread import read_stream
+
+    def line(stream: str, seq: int, msg: Any) -> str:
+        try:
+            event = decode(msg.data)
+        except BadEvent:
+            raw = msg.data[:200].decode("utf-8", "replace")
+            if as_json:
+                return json.dumps({"seq": seq, "stream": stream, "subject": msg.subject, "invalid": raw})
+            return f"{seq:>7} {'':12} INVALID {msg.subject} {raw[:80]!r}"
+        if as_json:
+            return json.dumps(msgspec.to_builtins(event) | {"seq": seq, "stream": stream, "subject": msg.subject})
+        tag = "" if stream == AUDIT_STREAM else "t"
+        return f"{tag}{seq:>7} {render.clock(event.ts)} {type(event).__name__:<18} {msg.subject}  {render.event_summary(event)}"
+
+    async def go() -> None:
+        queue: asyncio.Queue[tuple[float, str, int, Any]] = asyncio.Queue()
+
+        def sink(stream: str) -> Any:
+            def put(seq: int, msg: Any) -> None:
+                ts = msg.metadata.timestamp.timestamp() if msg.metadata.timestamp else 0.0
+                queue.put_nowait((ts, stream, seq, msg))
+
+            return put
+
+        async with await _client(server, data, "auditor") as hive:
+            readers = [
+                asyncio.create_task(read_stream(hive.js, stream, sink(stream), filters=[subject_filter], live=follow))
+                for stream in (AUDIT_STREAM, TELEMETRY_STREAM)
+            ]
+            if not follow:
+                await asyncio.gather(*readers)
+                items = sorted(queue.get_nowait() for _ in range(queue.qsize()))
+                print("\n".join(line(stream, seq, msg) for _, stream, seq, msg in items))
+                return
+            try:
+                while True:
+                    _, stream, seq, msg = await queue.get()
+                    print(line(stream, seq, msg), flush=True)
+            finally:
+                for reader in readers:
+                    reader.cancel()
+
+    run(go())
+
+
+@app.command()
+def replay(
+    db: Annotated[Optional[Path], typer.Option(help="fresh projection file to build (default: DATA/replay.db)")] = None,
+    live: Annotated[
+        Optional[Path], typer.Option(help="live projection to compare with (default: DATA/coordinator.db)")
+    ] = None,
+    server: Server = None,
+    data: Data = None,
+    as_json: Json = False,
+) -> None:
+    """Rebuild the projections from sequence 0 and compare with the live ones."""
+    quiet()
+    from coordinator.replay import replay_and_compare
+
+    directory = data_dir(data)
+
+    async def go() -> int:
+        async with await _client(server, data, "auditor") as hive:
+            report = await replay_and_compare(
+                hive.js, db or directory / "replay.db", live or directory / "coordinator.db"
+            )
+        if as_json:
+            render.emit_json(msgspec.to_builtins(report))
+        else:
+            render.out.print(
+                f"replayed {report.events} events up to seq {report.last_seq} in {report.seconds:.2f}s "
+                f"({report.events_per_s:,.0f} events/s) into {report.db}"
+            )
+            for table, count in report.counts.items():
+                render.out.print(f"  {table:<14} {count}")
+            if report.matches is True:
+                render.out.print(f"matches the live projection {report.compared_with}")
+            elif report.matches is False:
+                render.out.print(f"DIFFERS from the live projection {report.compared_with}:")
+                for line in report.differences:
+                    render.out.print(f"  {line}")
+        return 0 if report.matches is not False else 1
+
+    raise typer.Exit(run(go()))
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["TERMINAL", "app", "main"]

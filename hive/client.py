@@ -1,0 +1,215 @@
+"""The Python API, what the command line is built on.
+
+async with await HiveClient.connect() as hive:
+    task_id = await hive.submit(TaskSpec(executor="process", command=["echo", "hi"]))
+    final = await hive.wait(task_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from events.base import Event, new_id
+from events.codec import BadEvent, decode, encode
+from events.node import NodeDrainRequested
+from events.subjects import AUDIT_STREAM, TELEMETRY_STREAM, api_subject, subject_for, task_filter, valid_id
+from events.task import TaskCancelRequested, TaskSpec, TaskSubmitted
+from hive.bus import MSG_ID_HEADER, connect
+from hive.config import resolve
+from hive.errors import HiveError, NotFound, Unreachable
+from hive.logread import read_stream
+
+TERMINAL = ("completed", "failed", "cancelled")
+ProgressFn = Callable[[float, str], None]
+
+
+class HiveClient:
+    def __init__(self, nc: Client, name: str = "cli") -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=10)
+        self.emitter = f"client:{name}"
+        self.last_seq = 0
+
+    @classmethod
+    async def connect(
+        cls, server: str | None = None, data: str | Path | None = None, role: str = "client", deadline: float = 5.0
+    ) -> HiveClient:
+        target = resolve(server, role, data)
+        nc = await connect(target, "hive-client", deadline=deadline, persistent=False)
+        return cls(nc)
+
+    async def __aenter__(self) -> HiveClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.close()
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def _publish(self, event: Event) -> int:
+        try:
+            ack = await self.js.publish(subject_for(event), encode(event), headers={MSG_ID_HEADER: event.id})
+        except Exception as exc:
+            raise Unreachable(f"could not record {type(event).__name__}: {exc or type(exc).__name__}") from None
+        self.last_seq = max(self.last_seq, ack.seq)
+        return ack.seq
+
+    async def submit(self, spec: TaskSpec, task_id: str | None = None) -> str:
+        task_id = task_id or f"t-{new_id()}"
+        await self.check_submission([(task_id, spec)])
+        await self._publish(TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter))
+        return task_id
+
+    async def submit_many(self, items: list[tuple[str, TaskSpec]], window: int = 1000) -> list[str]:
+        """Submit a batch (a DAG may refer within it), pipelined: ids in order."""
+        await self.check_submission(items)
+        futures = []
+        for task_id, spec in items:
+            event = TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter)
+            futures.append(
+                await self.js.publish_async(subject_for(event), encode(event), headers={MSG_ID_HEADER: event.id})
+            )
+            if len(futures) >= window:
+                await self._settle(futures)
+                futures = []
+        await self._settle(futures)
+        return [task_id for task_id, _ in items]
+
+    async def _settle(self, futures: list[asyncio.Future[Any]]) -> None:
+        for ack in await asyncio.gather(*futures):
+            self.last_seq = max(self.last_seq, ack.seq)
+
+    async def check_submission(self, items: list[tuple[str, TaskSpec]]) -> None:
+        for task_id, spec in items:
+            if not valid_id(task_id):
+                raise HiveError(f"invalid task id {task_id!r}: use letters, digits, '-' and '_' (max 64)")
+            check_spec(spec)
+        if any(spec.after for _, spec in items) or any(not tid.startswith("t-") for tid, _ in items):
+            batch = [{"task_id": tid, "after": spec.after} for tid, spec in items]
+            await self.request("validate", {"tasks": batch})
+
+    async def cancel(self, task_id: str, reason: str = "cancelled by user") -> dict[str, Any]:
+        task = await self.task(task_id)
+        if task["state"] in TERMINAL:
+            raise HiveError(f"task {task_id} is already {task['state']}")
+        await self._publish(TaskCancelRequested(task_id=task_id, reason=reason, emitter=self.emitter))
+        return task
+
+    async def drain(self, node_id: str) -> None:
+        nodes = {n["node_id"]: n for n in await self.nodes()}
+        if node_id not in nodes:
+            raise NotFound(f"unknown node {node_id}")
+        await self._publish(NodeDrainRequested(node_id=node_id, emitter=self.emitter))
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def request(self, verb: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
+        payload = dict(body or {})
+        if self.last_seq:
+            payload["min_seq"] = self.last_seq
+        try:
+            msg = await self.nc.request(api_subject(verb), msgspec.json.encode(payload), timeout=timeout)
+        except Exception as exc:
+            name = type(exc).__name__
+            if "NoResponders" in name or "Timeout" in name:
+                raise Unreachable("no coordinator answered (is `hive coordinator` running?)") from None
+            raise Unreachable(f"request {verb} failed: {exc or name}") from None
+        reply = msgspec.json.decode(msg.data)
+        if not reply.get("ok"):
+            error = str(reply.get("error"))
+            raise NotFound(error) if error.startswith("unknown") else HiveError(error)
+        return reply["data"]
+
+    async def tasks(self, state: str | None = None, limit: int = 0) -> list[dict[str, Any]]:
+        return await self.request("tasks", {"state": state, "limit": limit})
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        return await self.request("task", {"task_id": task_id})
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        return await self.request("nodes")
+
+    async def history(self, task_id: str) -> list[tuple[int, str, Event]]:
+        """Every logged event of one task (audit and still-retained telemetry), by time."""
+        found: list[tuple[float, int, str, Event]] = []
+
+        def sink(stream: str) -> Callable[[int, Msg], None]:
+            def add(seq: int, msg: Msg) -> None:
+                try:
+                    event = decode(msg.data)
+                except BadEvent:
+                    return
+                found.append((event.ts, seq, stream, event))
+
+            return add
+
+        for stream in (AUDIT_STREAM, TELEMETRY_STREAM):
+            await read_stream(self.js, stream, sink(stream), filters=[task_filter(task_id)])
+        found.sort(key=lambda item: (item[0], item[1]))
+        return [(seq, stream, event) for _, seq, stream, event in found]
+
+    async def wait(
+        self, task_id: str, on_progress: ProgressFn | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Wait until the task is completed, failed for good or cancelled; return its view."""
+        changed = asyncio.Event()
+
+        async def on_msg(msg: Msg) -> None:
+            if ".progress." in msg.subject and on_progress is not None:
+                try:
+                    event = decode(msg.data)
+                except BadEvent:
+                    return
+                on_progress(getattr(event, "fraction", 0.0), getattr(event, "message", ""))
+            else:
+                changed.set()
+
+        sub = await self.nc.subscribe(task_filter(task_id), cb=on_msg)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                task = await self.task(task_id)
+                if task["state"] in TERMINAL:
+                    return task
+                left = 2.0 if deadline is None else min(2.0, deadline - time.monotonic())
+                if left <= 0:
+                    raise HiveError(f"task {task_id} still {task['state']} after {timeout:g}s")
+                try:
+                    await asyncio.wait_for(changed.wait(), left)
+                except TimeoutError:
+                    pass
+                changed.clear()
+        finally:
+            await sub.unsubscribe()
+
+
+def check_spec(spec: TaskSpec) -> None:
+    """Refuse what can never run, before anything is written."""
+    if spec.executor == "process" and not spec.command:
+        raise HiveError("a process task needs a command (after --)")
+    if spec.executor == "function" and not spec.type:
+        raise HiveError("a function task needs --type")
+    if spec.executor == "docker" and not spec.image:
+        raise HiveError("a docker task needs --image")
+    res = spec.resources
+    if min(res.cpu, res.memory_gb, res.gpu, res.gpu_memory_gb) < 0:
+        raise HiveError("resource requests cannot be negative")
+    if spec.max_attempts < 1:
+        raise HiveError("--attempts must be at least 1")
+    if spec.timeout_s is not None and spec.timeout_s <= 0:
+        raise HiveError("--timeout must be positive")
+    for dep in spec.after:
+        if not valid_id(dep):
+            raise HiveError(f"invalid task id in --after: {dep!r}")

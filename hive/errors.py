@@ -1,0 +1,19 @@
+"""Errors the command line turns into one clear line and an exit code."""
+
+from __future__ import annotations
+
+
+class HiveError(Exception):
+    """A problem the user can fix; printed as one line, exit code 1."""
+
+    exit_code = 1
+
+
+class Unreachable(HiveError):
+    """The NATS server (or the coordinator behind it) did not answer."""
+
+    exit_code = 2
+
+
+class NotFound(HiveError):
+    exit_code = 1

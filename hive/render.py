@@ -1,0 +1,100 @@
+"""Tables and one-line summaries for the command line (rich), and --json output."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from events.base import Event
+
+# a pipe or a file gets wide tables rather than rich's 80-column default
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    delta = max(0.0, time.time() - ts)
+    if delta < 60:
+        return f"{delta:.0f}s ago"
+    if delta < 3600:
+        return f"{delta / 60:.0f}m ago"
+    return f"{delta / 3600:.1f}h ago"
+
+
+def clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+
+
+def tasks_table(tasks: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(tasks)} tasks", title_justify="left")
+    for col in ("TASK", "STATE", "EXECUTOR", "WHAT", "PRI", "ATTEMPT", "NODE", "SUBMITTED", "INFO"):
+        table.add_column(col, overflow="fold")
+    for t in tasks:
+        info = t.get("error") or t.get("reason") or ""
+        if t.get("waiting_on"):
+            info = "after " + ",".join(t["waiting_on"])
+        table.add_row(
+            t["task_id"],
+            t["state"],
+            t["executor"],
+            (t.get("what") or "")[:40],
+            str(t["priority"]),
+            f"{t['attempt']}/{t['max_attempts']}",
+            t.get("node_id") or "-",
+            ago(t["submitted_at"]),
+            str(info)[:60],
+        )
+    return table
+
+
+def _res(r: dict[str, Any]) -> str:
+    text = f"{r['cpu']:g} cpu, {r['memory_gb']:.1f} GB"
+    if r.get("gpu"):
+        text += f", {r['gpu']} gpu ({r['gpu_memory_gb']:.0f} GB)"
+    return text
+
+
+def nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(nodes)} nodes", title_justify="left")
+    for col in ("NODE", "STATE", "RUNNING", "CAPACITY", "AVAILABLE", "EXECUTORS", "TRUST", "DONE/FAILED"):
+        table.add_column(col, overflow="fold")
+    for n in nodes:
+        table.add_row(
+            n["node_id"],
+            n["state"],
+            f"{n['running']}/{n['max_tasks']}",
+            _res(n["capacity"]),
+            _res(n["available"]),
+            ",".join(n["executors"]),
+            f"{n['trust']:g} ({n['trust_group']})",
+            f"{n['completed']}/{n['failed']}",
+        )
+    return table
+
+
+def event_summary(event: Event) -> str:
+    skip = {"id", "ts", "emitter", "causation_id", "task_id", "spec", "stdout", "stderr"}
+    parts = []
+    for field in event.__struct_fields__:
+        if field in skip:
+            continue
+        value = getattr(event, field)
+        if value in (None, "", [], {}, 0.0) and field not in ("attempt", "exit_code"):
+            continue
+        parts.append(f"{field}={value}")
+    spec = getattr(event, "spec", None)
+    if spec is not None and type(event).__name__ == "TaskSubmitted":
+        what = spec.type if spec.executor == "function" else " ".join(spec.command)
+        parts.insert(0, f"{spec.executor}: {what}")
+    return " ".join(parts)[:160]

@@ -1,0 +1,1 @@
+"""A HiveMind worker node: fingerprint, register, run assigned tasks, report."""

@@ -1,0 +1,313 @@
+"""The node's asyncio shell.
+
+Start: fingerprint, register, then replay this node's subjects from the start of the log
+into a fresh local projection. Once caught up, assignments not yet started are run,
+attempts that a previous life of this node started but never finished are reported
+failed ("interrupted") so the coordinator retries them. Then: run each new assignment
+as its own task (bounded by what was offered), stop attempts the coordinator cancels or
+takes away, heartbeat on an interval, drain on request, re-register if declared lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from events.base import Event, Resources
+from events.codec import BadEvent, decode, encode
+from events.node import NodeDrained, NodeHeartbeat, NodeLost, NodeRegistered
+from events.subjects import AUDIT_STREAM, node_filter, subject_for
+from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskStarted
+from hive.bus import Publisher, connect, follow
+from hive.config import Target
+from node import handlers
+from node.context import Outcome, TaskContext
+from node.executors import Executor
+from node.executors.function import FunctionExecutor
+from node.executors.process import ProcessExecutor
+from node.resources import fingerprint, gpu_usage, offered, utilisation
+from node.settings import NodeSettings
+from node.state import LocalState, LocalTask, NodeLocal, apply
+from node.store import NodeStore
+
+log = structlog.get_logger("hive.node")
+
+
+def default_node_id() -> str:
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40]
+    return host or f"node-{os.getpid()}"
+
+
+class Node:
+    def __init__(self, target: Target, settings: NodeSettings) -> None:
+        self.target = target
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.emitter = f"node:{self.node_id}"
+        self.local = NodeLocal(self.node_id)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.allocated = Resources()
+        self.inbox: list[Msg] = []
+        self.wake = asyncio.Event()
+        self.caught_up = False
+        self.done = asyncio.Event()
+        self.executors: dict[str, Executor] = {"process": ProcessExecutor(), "function": FunctionExecutor()}
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        structlog.contextvars.bind_contextvars(node_id=self.node_id)
+        self.types = handlers.load(self.settings.handler_modules)
+        await self._add_docker()
+        self.nc: Client = await connect(self.target, f"hive-node-{self.node_id}")
+        self.js = self.nc.jetstream(timeout=10)
+        self.publisher = Publisher(self.js)
+        self.store = await NodeStore.fresh(Path(self.settings.data_dir) / f"node-{self.node_id}.db")
+        self.workdir = Path(self.settings.data_dir) / "work" / self.node_id
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        found = await asyncio.to_thread(fingerprint, str(self.workdir))
+        self.capacity, self.gpus = offered(
+            found, self.settings.max_cpu, self.settings.max_memory_gb, self.settings.gpus
+        )
+        self.disk_free_gb = found.disk_free_gb
+        await self._register()
+        info = await self.js.stream_info(AUDIT_STREAM)
+        log_end = info.state.last_seq
+        sub = await follow(self.js, AUDIT_STREAM, self._on_msg, filters=node_filter(self.node_id))
+        if (await sub.consumer_info()).num_pending == 0:
+            self.caught_up = True
+            await self._reconcile()
+        log.info(
+            "node started",
+            capacity=self.capacity,
+            gpus=len(self.gpus),
+            executors=sorted(self.executors),
+            handlers=self.types,
+            log_end=log_end,
+        )
+        if ready is not None:
+            ready.set()
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        try:
+            while not self.done.is_set():
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+                await self._step()
+        finally:
+            heartbeat.cancel()
+            for task in self.running.values():
+                task.cancel()
+            await asyncio.gather(*self.running.values(), heartbeat, return_exceptions=True)
+            await self.store.close()
+            await self.nc.close()
+
+    async def _add_docker(self) -> None:
+        if not self.settings.docker:
+            return
+        try:
+            from node.executors.docker import DockerExecutor
+        except ImportError:
+            return
+        executor = await DockerExecutor.connect(self.settings)
+        if executor is None:
+            log.warning("docker is not available; not offering the docker executor")
+            return
+        self.executors["docker"] = executor
+
+    async def _register(self) -> None:
+        event = NodeRegistered(
+            node_id=self.node_id,
+            capacity=self.capacity,
+            max_tasks=self.settings.max_tasks,
+            executors=sorted(self.executors),
+            gpus=self.gpus,
+            hostname=socket.gethostname(),
+            disk_free_gb=self.disk_free_gb,
+            heartbeat_s=self.settings.heartbeat_s,
+            emitter=self.emitter,
+        )
+        await self.publisher.publish_reliably(event)
+        self.registered_at = event.ts
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self.inbox.append(msg)
+        self.wake.set()
+
+    async def _step(self) -> None:
+        batch, self.inbox = self.inbox, []
+        fresh: list[Event] = []
+        just_caught_up = False
+        for msg in batch:
+            meta = msg.metadata
+            try:
+                event = decode(msg.data, msg.subject)
+            except BadEvent:
+                continue  # the coordinator records rejects; a node just skips them
+            apply(self.local, event, meta.sequence.stream)
+            if self.caught_up:
+                fresh.append(event)
+            elif meta.num_pending == 0:
+                self.caught_up = just_caught_up = True
+        if batch:
+            await self.store.flush(self.local)
+        if just_caught_up:
+            await self._reconcile()
+        for event in fresh:
+            await self._react(event)
+        if self.caught_up:
+            await self._maybe_drained()
+
+    async def _reconcile(self) -> None:
+        for task in self.local.interrupted():
+            if task.task_id not in self.running:
+                await self._report(
+                    TaskFailed(
+                        task_id=task.task_id,
+                        node_id=self.node_id,
+                        attempt=task.attempt,
+                        error="interrupted: the node restarted while the task ran",
+                        reason="interrupted",
+                        emitter=self.emitter,
+                    )
+                )
+        for task in self.local.pending_starts():
+            self._start(task)
+
+    async def _react(self, event: Event) -> None:
+        if isinstance(event, TaskAssigned):
+            task = self.local.tasks.get(event.task_id)
+            if task is not None and task.state == LocalState.ASSIGNED and task.attempt == event.attempt:
+                self._start(task)
+        elif isinstance(event, (TaskCancelled, TaskReassigned)):
+            self._stop(event.task_id, event.attempt)
+        elif isinstance(event, NodeLost) and self.local.lost_at > self.registered_at:
+            log.warning("declared lost by the coordinator; registering again")
+            await self._register()
+
+    def _start(self, task: LocalTask) -> None:
+        if task.task_id in self.running:
+            return
+        self.running[task.task_id] = asyncio.create_task(self._run_attempt(task))
+
+    def _stop(self, task_id: str, attempt: int) -> None:
+        job = self.running.get(task_id)
+        local = self.local.tasks.get(task_id)
+        if job is not None and local is not None and local.attempt == attempt:
+            log.info("stopping task", task_id=task_id, attempt=attempt)
+            job.cancel()
+
+    async def _run_attempt(self, task: LocalTask) -> None:
+        structlog.contextvars.bind_contextvars(task_id=task.task_id, attempt=task.attempt)
+        spec = task.spec
+        need = spec.resources
+        try:
+            executor = self.executors.get(spec.executor)
+            if executor is None or not need.fits_in(self.capacity - self.allocated):
+                why = f"executor {spec.executor} not offered" if executor is None else "not enough free resources"
+                await self._finish(task, Outcome.failure(f"node {self.node_id} cannot run it: {why}"), 0.0)
+                return
+            self.allocated = self.allocated + need
+            try:
+                await self._execute(task, executor)
+            finally:
+                self.allocated = self.allocated - need
+        finally:
+            self.running.pop(task.task_id, None)
+            self.wake.set()
+
+    async def _execute(self, task: LocalTask, executor: Executor) -> None:
+        spec = task.spec
+        workspace = self.workdir / f"{task.task_id}-{task.attempt}"
+        workspace.mkdir(parents=True, exist_ok=True)
+        ctx = TaskContext(
+            task_id=task.task_id,
+            attempt=task.attempt,
+            node_id=self.node_id,
+            spec=spec,
+            workspace=workspace,
+            gpus=task.gpus,
+            emit_telemetry=self._telemetry,
+            emit=self._report,
+        )
+        await self._report(
+            TaskStarted(task_id=task.task_id, node_id=self.node_id, attempt=task.attempt, emitter=self.emitter)
+        )
+        started = time.monotonic()
+        try:
+            if spec.timeout_s:
+                outcome = await asyncio.wait_for(executor.run(ctx), spec.timeout_s)
+            else:
+                outcome = await executor.run(ctx)
+        except TimeoutError:
+            outcome = Outcome.failure(f"timed out after {spec.timeout_s:g}s", reason="timeout")
+        except asyncio.CancelledError:
+            log.info("task stopped", task_id=task.task_id)
+            return  # the coordinator already recorded why (cancelled or reassigned)
+        except Exception as exc:  # an executor bug must not take the node down
+            log.exception("executor failed")
+            outcome = Outcome.failure(f"executor error: {type(exc).__name__}: {exc}")
+        await self._finish(task, outcome, time.monotonic() - started)
+
+    async def _finish(self, task: LocalTask, outcome: Outcome, duration: float) -> None:
+        common: dict[str, Any] = {
+            "task_id": task.task_id,
+            "node_id": self.node_id,
+            "attempt": task.attempt,
+            "emitter": self.emitter,
+            "exit_code": outcome.exit_code,
+            "duration_s": round(duration, 6),
+            "stdout": outcome.stdout,
+            "stderr": outcome.stderr,
+        }
+        if outcome.ok:
+            event: Event = TaskCompleted(
+                result=outcome.result, outputs=outcome.outputs, skipped=outcome.skipped, **common
+            )
+            log.info("task completed", task_id=task.task_id, duration_s=round(duration, 3))
+        else:
+            event = TaskFailed(error=outcome.error, details=outcome.details, reason=outcome.reason, **common)  # type: ignore[arg-type]
+            log.info("task failed", task_id=task.task_id, error=outcome.error, reason=outcome.reason)
+        await self._report(event)
+
+    async def _report(self, event: Event) -> None:
+        await self.publisher.publish_reliably(event)
+
+    async def _telemetry(self, event: Event) -> None:
+        # progress and heartbeats are best effort: a plain publish, no ack round trip
+        await self.nc.publish(subject_for(event), encode(event))
+
+    async def _heartbeat_loop(self) -> None:
+        utilisation()  # prime psutil's CPU counter
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            cpu, memory = await asyncio.to_thread(utilisation)
+            gpus = await asyncio.to_thread(gpu_usage) if self.gpus else []
+            await self._telemetry(
+                NodeHeartbeat(
+                    node_id=self.node_id,
+                    running=len(self.running),
+                    cpu_percent=cpu,
+                    memory_used_gb=memory,
+                    gpus=gpus,
+                    emitter=self.emitter,
+                )
+            )
+
+    async def _maybe_drained(self) -> None:
+        if self.local.draining and not self.running:
+            await self._report(NodeDrained(node_id=self.node_id, emitter=self.emitter))
+            log.info("drained; leaving")
+            self.done.set()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.wake.set()

@@ -1,0 +1,141 @@
+"""Theory of operation: a node's own projection of the tasks assigned to it.
+
+Folded from the events on the node's subjects only (``hive.task.*.*.<node>`` and
+``hive.node.<node>.*``). After a restart it tells the node which assignments are still
+to run and which attempts were cut short by the crash (started, never finished).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import singledispatch
+
+import msgspec
+
+from events.base import Event
+from events.node import NodeDrained, NodeDrainRequested, NodeLost, NodeRegistered
+from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskSpec, TaskStarted
+
+
+class LocalState(StrEnum):
+    ASSIGNED = "assigned"
+    STARTED = "started"
+    FINISHED = "finished"
+    STOPPED = "stopped"  # cancelled or taken away by the coordinator
+
+
+class LocalTask(msgspec.Struct, kw_only=True):
+    task_id: str
+    attempt: int
+    state: LocalState
+    spec: TaskSpec
+    gpus: list[int] = []
+    updated_at: float = 0.0
+
+
+class NodeLocal:
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.tasks: dict[str, LocalTask] = {}
+        self.draining = False
+        self.lost_at = 0.0
+        self.registered_at = 0.0
+        self.dirty: set[str] = set()
+        self.seq = 0
+
+    def pending_starts(self) -> list[LocalTask]:
+        return [t for t in self.tasks.values() if t.state == LocalState.ASSIGNED]
+
+    def interrupted(self) -> list[LocalTask]:
+        return [t for t in self.tasks.values() if t.state == LocalState.STARTED]
+
+
+def apply(local: NodeLocal, event: Event, seq: int = 0) -> None:
+    if seq:
+        local.seq = seq
+    _apply(event, local)
+
+
+@singledispatch
+def _apply(event: Event, local: NodeLocal) -> None:
+    pass
+
+
+def _set(
+    local: NodeLocal, task_id: str, attempt: int, new: LocalState, ts: float, unless: tuple[LocalState, ...] = ()
+) -> None:
+    task = local.tasks.get(task_id)
+    if task is None or task.attempt != attempt or task.state in unless:
+        return
+    task.state = new
+    task.updated_at = ts
+    local.dirty.add(task_id)
+
+
+@_apply.register
+def _(event: TaskAssigned, local: NodeLocal) -> None:
+    known = local.tasks.get(event.task_id)
+    if event.spec is None or (known is not None and known.attempt >= event.attempt):
+        return
+    local.tasks[event.task_id] = LocalTask(
+        task_id=event.task_id,
+        attempt=event.attempt,
+        state=LocalState.ASSIGNED,
+        spec=event.spec,
+        gpus=list(event.gpus),
+        updated_at=event.ts,
+    )
+    local.dirty.add(event.task_id)
+
+
+@_apply.register
+def _(event: TaskStarted, local: NodeLocal) -> None:
+    _set(
+        local,
+        event.task_id,
+        event.attempt,
+        LocalState.STARTED,
+        event.ts,
+        unless=(LocalState.FINISHED, LocalState.STOPPED),
+    )
+
+
+@_apply.register
+def _(event: TaskCompleted, local: NodeLocal) -> None:
+    _set(local, event.task_id, event.attempt, LocalState.FINISHED, event.ts)
+
+
+@_apply.register
+def _(event: TaskFailed, local: NodeLocal) -> None:
+    _set(local, event.task_id, event.attempt, LocalState.FINISHED, event.ts)
+
+
+@_apply.register
+def _(event: TaskCancelled, local: NodeLocal) -> None:
+    _set(local, event.task_id, event.attempt, LocalState.STOPPED, event.ts, unless=(LocalState.FINISHED,))
+
+
+@_apply.register
+def _(event: TaskReassigned, local: NodeLocal) -> None:
+    _set(local, event.task_id, event.attempt, LocalState.STOPPED, event.ts, unless=(LocalState.FINISHED,))
+
+
+@_apply.register
+def _(event: NodeRegistered, local: NodeLocal) -> None:
+    local.draining = False
+    local.registered_at = event.ts
+
+
+@_apply.register
+def _(event: NodeDrainRequested, local: NodeLocal) -> None:
+    local.draining = True
+
+
+@_apply.register
+def _(event: NodeDrained, local: NodeLocal) -> None:
+    local.draining = False
+
+
+@_apply.register
+def _(event: NodeLost, local: NodeLocal) -> None:
+    local.lost_at = event.ts
