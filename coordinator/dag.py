@@ -41,7 +41,7 @@ def _find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
                 stack[-1] = (node, i + 1)
                 nxt = deps[i]
                 if color[nxt] == grey:
-                    return path[path.index(nxt) :] + [nxt]
+                    return [*path[path.index(nxt) :], nxt]
                 if color[nxt] == white:
                     color[nxt] = grey
                     stack.append((nxt, 0))

@@ -48,6 +48,7 @@ from events.task import (
 NO_FAULT_REASONS = frozenset({"preempted", "interrupted", "guidance"})
 # failures that are final whatever attempts are left
 NO_RETRY_REASONS = frozenset({"guidance"})
+OUTPUT_TAIL = 4096
 
 
 def apply(state: ClusterState, event: Event, seq: int = 0) -> None:
@@ -213,6 +214,7 @@ def _(event: TaskCompleted, state: ClusterState, seq: int) -> None:
     task.exit_code = event.exit_code
     task.duration_s = event.duration_s
     task.outputs = list(event.outputs)
+    task.stdout, task.stderr = event.stdout[-OUTPUT_TAIL:], event.stderr[-OUTPUT_TAIL:]
     task.reason = "skipped" if event.skipped else None
     task.error = None
     task.node_id = None
@@ -233,6 +235,7 @@ def _(event: TaskFailed, state: ClusterState, seq: int) -> None:
     task.exit_code = event.exit_code
     task.reason = event.reason
     task.duration_s = event.duration_s
+    task.stdout, task.stderr = event.stdout[-OUTPUT_TAIL:], event.stderr[-OUTPUT_TAIL:]
     task.node_id = None
     final = task.attempt >= task.spec.max_attempts or event.reason in NO_RETRY_REASONS or task.cancel_requested
     _move(state, task, TaskState.FAILED if final else TaskState.RETRYING, event.ts)

@@ -250,6 +250,8 @@ def _print_outcome(task: dict[str, Any]) -> None:
         render.out.print(f"{task['task_id']} completed in {task.get('duration_s') or 0:.2f}s")
         if task.get("result") is not None:
             render.out.print(json.dumps(task["result"]))
+        if task.get("stdout"):
+            render.out.print(task["stdout"].rstrip("\n"), markup=False)
     else:
         render.out.print(f"{task['task_id']} {state}: {task.get('error') or task.get('reason') or ''}")
 

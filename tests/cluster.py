@@ -1,0 +1,130 @@
+"""Test harness: a real nats-server and real coordinator/node processes.
+
+Processes are started as ``python -m hive ...`` exactly as an operator would, with logs in
+files the tests can read, and can be killed with SIGKILL for the fault tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hive.config import ROLES, make_credentials, password_env
+from hive.server import EmbeddedServer, free_port
+
+
+class Server:
+    """An embedded nats-server on a free port with its store in ``directory``."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.creds = make_credentials(directory)
+        self.port = port or free_port()
+        self.server = EmbeddedServer(directory / "jetstream", self.port, self.creds, directory / "nats-server.log")
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> Server:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def kill(self) -> None:
+        self.server.kill()
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({password_env(role): self.creds[role] for role in ROLES})
+        env.update({"HIVE_SERVER": self.url, "HIVE_DATA": str(self.directory), "PYTHONUNBUFFERED": "1"})
+        env.pop("HIVE_USER", None)
+        return env
+
+
+class Proc:
+    """A ``python -m hive`` child with its log in a file."""
+
+    def __init__(self, name: str, args: list[str], server: Server, ready_text: str) -> None:
+        self.name = name
+        self.args = args
+        self.server = server
+        self.ready_text = ready_text
+        self.log = server.directory / "logs" / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True, timeout: float = 20.0) -> Proc:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hive", *self.args],
+                env=self.server.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        if wait:
+            self.wait_for_log(self.ready_text, timeout, offset)
+        return self
+
+    def text(self, offset: int = 0) -> str:
+        if not self.log.exists():
+            return ""
+        with open(self.log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 20.0, offset: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text(offset):
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.text(offset)[-3000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name}: no {needle!r} within {timeout}s:\n{self.text(offset)[-3000:]}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+
+def coordinator(server: Server, *extra: str) -> Proc:
+    return Proc("coordinator", ["coordinator", *extra], server, "coordinator starting")
+
+
+def node(server: Server, node_id: str, *extra: str) -> Proc:
+    args = ["node", "--id", node_id, "--handlers", "node.demo", "--handlers", "tests.handlers", *extra]
+    return Proc(node_id, args, server, "node started")
+
+
+def hive(server: Server, *args: str, timeout: float = 60.0, input_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would."""
+    env = server.env()
+    env.update(input_env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "hive", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
