@@ -453,3 +453,7 @@ def main() -> None:
 
 
 __all__ = ["TERMINAL", "app", "main"]
+
+
+# command groups in their own modules register on `app` when imported
+from hive.commands import negotiate, results, trust  # noqa: E402, F401

@@ -34,6 +34,7 @@ from node.executors import Executor
 from node.executors.function import FunctionExecutor
 from node.executors.process import ProcessExecutor
 from node.resources import fingerprint, gpu_usage, offered, utilisation
+from node.results import upload_outputs
 from node.settings import NodeSettings
 from node.state import LocalState, LocalTask, NodeLocal, apply
 from node.store import NodeStore
@@ -255,6 +256,8 @@ class Node:
         except Exception as exc:  # an executor bug must not take the node down
             log.exception("executor failed")
             outcome = Outcome.failure(f"executor error: {type(exc).__name__}: {exc}")
+        if outcome.ok:
+            outcome.outputs = await upload_outputs(self.js, task.task_id, workspace / "out")
         await self._finish(task, outcome, time.monotonic() - started)
 
     async def _finish(self, task: LocalTask, outcome: Outcome, duration: float) -> None:
