@@ -19,13 +19,19 @@ from nats.aio.msg import Msg
 
 from coordinator import views
 from coordinator.dag import check_dependencies
+from coordinator.state import OpenRequest
+from events.base import Event
+from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeTrustReset
 from events.subjects import api_subject
+from hive.bus import Publisher
 
 if TYPE_CHECKING:
     from coordinator.service import Coordinator
 
 log = structlog.get_logger("hive.coordinator.api")
+
+OPERATOR_ACTIONS = ("retry", "skip", "wait", "fail", "continue")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -38,6 +44,7 @@ class Api:
     def __init__(self, coordinator: Coordinator, nc: Client) -> None:
         self.coordinator = coordinator
         self.nc = nc
+        self.publisher = Publisher(nc.jetstream())
         self.handlers: dict[str, Handler] = {
             "tasks": self.tasks,
             "task": self.task,
@@ -47,6 +54,9 @@ class Api:
             "trust": self.trust,
             "trust_reset": self.trust_reset,
             "stats": self.stats,
+            "guide": self.guide,
+            "grant": self.grant,
+            "deny": self.deny,
         }
 
     async def start(self) -> None:
@@ -126,10 +136,77 @@ class Api:
             raise ApiError(f"unknown node {node_id}")
         score = body.get("score")
         event = NodeTrustReset(node_id=node_id, score=None if score is None else float(score), emitter="coordinator")
-        from hive.bus import Publisher
-
-        await Publisher(self.nc.jetstream()).publish_reliably(event, attempts=3)
-        return {"node_id": node_id}
+        return await self._decide(event) | {"node_id": node_id}
 
     async def stats(self, body: dict[str, Any]) -> Any:
         return self.coordinator.stats()
+
+    def _open_request(self, body: dict[str, Any], kind: str) -> OpenRequest:
+        """The request an operator answers: by id, or the task's newest unanswered one."""
+        wanted = body.get("request_id")
+        task_id = str(body.get("task_id"))
+        if task_id not in self.state.tasks:
+            raise ApiError(f"unknown task {task_id}")
+        waiting = [
+            r
+            for r in self.state.requests.values()
+            if r.task_id == task_id
+            and r.kind == kind
+            and r.state != "answered"
+            and (wanted is None or r.request_id == wanted)
+        ]
+        if not waiting:
+            raise ApiError(f"task {task_id} has no open {kind} request")
+        return max(waiting, key=lambda r: r.asked_at)
+
+    async def _decide(self, event: Event) -> dict[str, Any]:
+        await self.publisher.publish_reliably(event, attempts=3)
+        return {"task_id": getattr(event, "task_id", None), "event_id": event.id}
+
+    async def guide(self, body: dict[str, Any]) -> Any:
+        action = str(body.get("action"))
+        if action not in OPERATOR_ACTIONS:
+            raise ApiError(f"action must be one of {', '.join(OPERATOR_ACTIONS)}")
+        request = self._open_request(body, "help")
+        return await self._decide(
+            GuidanceGiven(
+                task_id=request.task_id,
+                node_id=request.node_id,
+                request_id=request.request_id,
+                action=action,
+                message=str(body.get("message") or ""),
+                by="operator",  # type: ignore[arg-type]
+                emitter="coordinator",
+            )
+        )
+
+    async def grant(self, body: dict[str, Any]) -> Any:
+        request = self._open_request(body, "resource")
+        amount = float(body.get("amount") or request.amount)
+        return await self._decide(
+            ResourceGranted(
+                task_id=request.task_id,
+                node_id=request.node_id,
+                request_id=request.request_id,
+                resource=request.resource,
+                amount=amount,
+                message=str(body.get("message") or "granted by operator"),
+                by="operator",
+                emitter="coordinator",
+            )
+        )
+
+    async def deny(self, body: dict[str, Any]) -> Any:
+        request = self._open_request(body, "resource")
+        return await self._decide(
+            ResourceDenied(
+                task_id=request.task_id,
+                node_id=request.node_id,
+                request_id=request.request_id,
+                resource=request.resource,
+                amount=request.amount,
+                reason=str(body.get("reason") or "denied by operator"),
+                by="operator",
+                emitter="coordinator",
+            )
+        )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-from coordinator.policies import answer_requests
+from coordinator.policies import DEFAULT, PolicyConfig, answer_requests
 from coordinator.projection import apply
 from coordinator.scheduler import Reservation, place
 from coordinator.state import ON_NODE, ClusterState, NodeState
@@ -44,9 +44,10 @@ class _Inflight(msgspec.Struct):
 
 
 class CoordinatorCore:
-    def __init__(self, state: ClusterState, config: CoreConfig | None = None) -> None:
+    def __init__(self, state: ClusterState, config: CoreConfig | None = None, policy: PolicyConfig = DEFAULT) -> None:
         self.state = state
         self.config = config or CoreConfig()
+        self.policy = policy
         self.inflight: dict[str, _Inflight] = {}
         self.keys: dict[str, str] = {}
         self.reserved: dict[str, Reservation] = {}
@@ -58,6 +59,10 @@ class CoordinatorCore:
         if pending is not None:
             self._forget(pending)
         apply(self.state, event, seq)
+
+    def grace(self, now: float) -> None:
+        """Restart the liveness clock (after a restart or a reconnect of the coordinator)."""
+        self.started_at = now
 
     def heartbeat(self, node_id: str, now: float) -> None:
         self.last_seen[node_id] = now
@@ -71,7 +76,7 @@ class CoordinatorCore:
         out += self._lost_work()
         out += self._cancellations()
         out += self._retries(now)
-        out += answer_requests(self.state, now, EMITTER)
+        out += answer_requests(self.state, now, EMITTER, self.policy)
         out = [e for e in out if self._track(e, now)]
         placed = place(self.state, now, self.reserved, EMITTER)
         for assignment in placed:
@@ -188,6 +193,18 @@ class CoordinatorCore:
 
     def _retries(self, now: float) -> list[Event]:
         out: list[Event] = []
+        for task_id, attempt in self.state.reassign_wanted.items():
+            task = self.state.tasks[task_id]
+            out.append(
+                TaskReassigned(
+                    task_id=task_id,
+                    attempt=attempt,
+                    reason="retry on guidance",
+                    from_node=task.node_id,
+                    avoid_node=task.node_id,
+                    emitter=EMITTER,
+                )
+            )
         for task_id in self.state.retrying:
             task = self.state.tasks[task_id]
             out.append(

@@ -49,6 +49,8 @@ NO_FAULT_REASONS = frozenset({"preempted", "interrupted", "guidance"})
 # failures that are final whatever attempts are left
 NO_RETRY_REASONS = frozenset({"guidance"})
 OUTPUT_TAIL = 4096
+# guidance that leaves the request open: the task stays blocked on it
+WAITING_ACTIONS = frozenset({"wait", "ask_operator"})
 
 
 def apply(state: ClusterState, event: Event, seq: int = 0) -> None:
@@ -77,6 +79,8 @@ def _move(state: ClusterState, task: TaskView, new: TaskState, ts: float) -> boo
             index.add(task.task_id)
     if new == TaskState.QUEUED:
         task.queued_at = ts
+    if new not in ON_NODE:
+        state.reassign_wanted.pop(task.task_id, None)
     if new in TERMINAL:
         task.finished_at = ts
         state.cancel_wanted.discard(task.task_id)
@@ -110,15 +114,6 @@ def _release(state: ClusterState, task: TaskView) -> None:
         node.running -= 1
         state.dirty_nodes.add(node.node_id)
     task.extra = Resources()
-
-
-def resource_amount(name: str, amount: float) -> Resources:
-    """``Resources`` holding ``amount`` of the one resource called ``name`` (unknown: none)."""
-    if name == "gpu":
-        return Resources(gpu=int(amount))
-    if name in ("cpu", "memory_gb", "gpu_memory_gb"):
-        return Resources(**{name: float(amount)})
-    return Resources()
 
 
 def _current(state: ClusterState, task_id: str, node_id: str | None, attempt: int) -> TaskView | None:
@@ -368,6 +363,7 @@ def _(event: HelpRequested, state: ClusterState, seq: int) -> None:
         asked_at=event.ts,
         problem=event.problem,
         help_kind=event.kind,
+        details=event.details,
     )
     state.dirty_requests.add(event.request_id)
     task.blocked_on = event.request_id
@@ -405,12 +401,16 @@ def _answer(state: ClusterState, request_id: str | None, answer: str, final: boo
 
 @_apply.register
 def _(event: GuidanceGiven, state: ClusterState, seq: int) -> None:
-    final = event.action != "ask_operator"
+    final = event.action not in WAITING_ACTIONS
     request = _answer(state, event.request_id, f"{event.action}: {event.message}".strip(": "), final)
     task = state.tasks.get(event.task_id)
-    if task is not None and request is not None and final and task.blocked_on == request.request_id:
+    if task is None or request is None or not final:
+        return
+    if task.blocked_on == request.request_id:
         task.blocked_on = None
         state.dirty_tasks.add(task.task_id)
+    if event.action == "retry" and task.state in ON_NODE and task.attempt == request.attempt:
+        state.reassign_wanted[task.task_id] = request.attempt
 
 
 @_apply.register
@@ -420,7 +420,7 @@ def _(event: ResourceGranted, state: ClusterState, seq: int) -> None:
     alloc = state.allocations.get(event.task_id)
     if request is None or task is None or alloc is None or alloc.node_id != event.node_id:
         return
-    extra = resource_amount(event.resource, event.amount)
+    extra = Resources.of(event.resource, event.amount)
     alloc.resources = alloc.resources + extra
     task.extra = task.extra + extra
     node = state.nodes[alloc.node_id]

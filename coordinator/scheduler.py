@@ -4,7 +4,9 @@
 order, and puts each on the least-loaded eligible node: active, offering the task's
 executor, trusted enough, with a free slot and the requested resources free (counting
 what earlier decisions in flight have reserved). Tasks that fit nowhere stay queued; a
-larger task does not block smaller ones behind it.
+larger task does not block smaller ones behind it. A retried task avoids the node its
+last attempt failed on whenever another node could ever run it, even if that means
+waiting for that node to have room.
 
 Anti-starvation rule: a queued task's effective priority grows by one for every
 ``AGING_S`` seconds it has waited, so a low-priority task is eventually ahead of any
@@ -52,6 +54,17 @@ def _fits(node: NodeView, task: TaskView, held: Reservation, free_gpus: list[int
     return need.fits_in(node.available - held.resources)
 
 
+def _has_alternative(state: ClusterState, nodes: list[NodeView], task: TaskView) -> bool:
+    """Whether a node other than the one to avoid could ever run the task (busy or not)."""
+    return any(
+        n.node_id != task.avoid_node
+        and eligible(state, n, task)
+        and task.spec.resources.fits_in(n.capacity)
+        and task.spec.resources.gpu <= len(n.gpus)
+        for n in nodes
+    )
+
+
 def place(
     state: ClusterState, now: float, reserved: dict[str, Reservation], emitter: str = "coordinator"
 ) -> list[TaskAssigned]:
@@ -72,9 +85,12 @@ def place(
             break
         best: NodeView | None = None
         best_key: tuple[bool, float, float] | None = None
+        avoid = task.avoid_node if task.avoid_node and _has_alternative(state, nodes, task) else None
         for node in nodes:
             gpus = free_gpus.get(node.node_id, [])
-            if not eligible(state, node, task) or not _fits(node, task, held[node.node_id], gpus):
+            if node.node_id == avoid or not eligible(state, node, task):
+                continue
+            if not _fits(node, task, held[node.node_id], gpus):
                 continue
             load = (node.running + held[node.node_id].count) / max(1, node.max_tasks)
             key = (node.node_id == task.avoid_node, load, -(node.available.cpu - held[node.node_id].resources.cpu))

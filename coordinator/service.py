@@ -51,7 +51,7 @@ class Coordinator:
         self.seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        nc = await connect(self.target, "hive-coordinator")
+        nc = await connect(self.target, "hive-coordinator", on_reconnect=self._reconnected)
         js = nc.jetstream(timeout=10)
         await ensure_streams(js)
         store = await ProjectionStore.open(self.db_path)
@@ -79,6 +79,10 @@ class Coordinator:
         finally:
             await store.close()
             await nc.close()
+
+    def _reconnected(self) -> None:
+        # heartbeats could not arrive while we were cut off: give nodes a grace period
+        self.core.grace(time.time())
 
     async def _on_msg(self, msg: Msg) -> None:
         self.inbox.append(msg)

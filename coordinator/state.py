@@ -131,6 +131,7 @@ class OpenRequest(msgspec.Struct, kw_only=True):
     asked_at: float
     problem: str = ""
     help_kind: str = ""
+    details: str = ""
     resource: str = ""
     amount: float = 0.0
     state: str = "open"  # open, waiting_operator, answered
@@ -180,6 +181,7 @@ class ClusterState:
         self.retrying: set[str] = set()
         self.doomed: dict[str, str] = {}  # pending task -> why it can never run
         self.cancel_wanted: set[str] = set()
+        self.reassign_wanted: dict[str, int] = {}  # task -> attempt an operator/policy said to retry
         # persistence bookkeeping: what changed since the last flush
         self.dirty_tasks: set[str] = set()
         self.dirty_nodes: set[str] = set()
@@ -193,6 +195,15 @@ class ClusterState:
         self.queue = {t.task_id for t in self.tasks.values() if t.state == TaskState.QUEUED}
         self.retrying = {t.task_id for t in self.tasks.values() if t.state == TaskState.RETRYING}
         self.cancel_wanted = {t.task_id for t in self.tasks.values() if t.cancel_requested and t.state not in TERMINAL}
+        self.reassign_wanted = {
+            r.task_id: r.attempt
+            for r in self.requests.values()
+            if r.state == "answered"
+            and r.answer.startswith("retry")
+            and (t := self.tasks.get(r.task_id)) is not None
+            and t.state in ON_NODE
+            and t.attempt == r.attempt
+        }
         self.dependents = {}
         self.doomed = {}
         for task in self.tasks.values():

@@ -49,6 +49,15 @@ class Resources(msgspec.Struct, frozen=True, kw_only=True):
             and self.gpu_memory_gb <= other.gpu_memory_gb + eps
         )
 
+    @classmethod
+    def of(cls, name: str, amount: float) -> Resources:
+        """``amount`` of the one resource called ``name`` (an unknown name: nothing)."""
+        if name == "gpu":
+            return cls(gpu=int(amount))
+        if name in ("cpu", "memory_gb", "gpu_memory_gb"):
+            return cls(**{name: float(amount)})
+        return cls()
+
     def __add__(self, other: Resources) -> Resources:
         return Resources(
             cpu=round(self.cpu + other.cpu, 6),

@@ -31,7 +31,14 @@ log = structlog.get_logger("hive.bus")
 TRANSIENT = (asyncio.TimeoutError, NoStreamResponseError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError)
 
 
-async def connect(target: Target, name: str, *, deadline: float = 5.0, persistent: bool = True) -> Client:
+async def connect(
+    target: Target,
+    name: str,
+    *,
+    deadline: float = 5.0,
+    persistent: bool = True,
+    on_reconnect: Callable[[], None] | None = None,
+) -> Client:
     """Connect or raise ``Unreachable`` after ``deadline`` seconds, with the last reason."""
     last_error: list[str] = []
     connected = asyncio.Event()
@@ -47,15 +54,17 @@ async def connect(target: Target, name: str, *, deadline: float = 5.0, persisten
         if connected.is_set() and not closing(holder):
             log.warning("disconnected from nats; reconnecting", server=target.url.split("@")[-1])
 
-    async def on_reconnect() -> None:
+    async def reconnected() -> None:
         log.info("reconnected to nats")
+        if on_reconnect is not None:
+            on_reconnect()
 
     options: dict[str, Any] = {
         "servers": [target.url],
         "name": name,
         "error_cb": on_error,
         "disconnected_cb": on_disconnect,
-        "reconnected_cb": on_reconnect,
+        "reconnected_cb": reconnected,
         "connect_timeout": 2,
         "reconnect_time_wait": 0.5,
         "max_reconnect_attempts": -1 if persistent else 3,

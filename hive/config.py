@@ -35,7 +35,9 @@ def make_credentials(directory: Path) -> dict[str, str]:
     if path.exists():
         return json.loads(path.read_text())
     directory.mkdir(parents=True, exist_ok=True)
-    creds = {role: secrets.token_urlsafe(18) for role in ROLES}
+    # nats-server parses an environment value like a config token: a leading digit makes
+    # it a number, so passwords start with a letter and hold only letters and digits
+    creds = {role: "p" + secrets.token_hex(16) for role in ROLES}
     path.write_text(json.dumps(creds, indent=2))
     path.chmod(0o600)
     return creds

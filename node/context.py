@@ -1,5 +1,6 @@
 """What a running task sees: its ids, its workspace, and the calls that reach the
-coordinator (progress; help and resource requests come with the negotiation work)."""
+coordinator: progress, and the seed's negotiation (``request_help`` -> guidance,
+``request_resource`` -> grant or denial), each waiting with a timeout."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 import msgspec
 
-from events.base import Event
+from events.base import Event, new_id
+from events.negotiation import GuidanceGiven, HelpRequested, ResourceGranted, ResourceRequested
 from events.task import OutputFile, TaskProgress, TaskSpec
 
 
@@ -33,6 +35,23 @@ class Outcome(msgspec.Struct, kw_only=True):
 
 
 Emit = Callable[[Event], Awaitable[None]]
+Ask = Callable[[Event, float], Awaitable[Event]]
+
+
+class NegotiationTimeout(TimeoutError):
+    """No answer to a help or resource request in time."""
+
+
+class Guidance(msgspec.Struct, frozen=True):
+    action: str  # continue or retry (skip and fail end the attempt before the handler sees them)
+    message: str = ""
+
+
+class Grant(msgspec.Struct, frozen=True):
+    granted: bool
+    resource: str
+    amount: float
+    message: str = ""
 
 
 class TaskContext:
@@ -47,6 +66,7 @@ class TaskContext:
         gpus: list[int],
         emit_telemetry: Emit,
         emit: Emit,
+        ask: Ask | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -56,6 +76,7 @@ class TaskContext:
         self.gpus = gpus
         self._emit_telemetry = emit_telemetry
         self._emit = emit
+        self._ask = ask
         self.emitter = f"node:{node_id}"
 
     @property
@@ -74,3 +95,49 @@ class TaskContext:
                 emitter=self.emitter,
             )
         )
+
+    async def request_help(
+        self, problem: str, kind: str = "other", details: str = "", timeout: float = 300.0
+    ) -> Guidance:
+        """Ask the coordinator what to do. Kinds with a policy: ``missing_input``,
+        ``dependency_not_ready`` (``details``: the task id); others go to an operator.
+        Guidance ``skip``/``fail`` ends the attempt right there; ``retry`` is followed by the
+        task moving to another node; ``continue`` returns here."""
+        event = HelpRequested(
+            task_id=self.task_id,
+            node_id=self.node_id,
+            attempt=self.attempt,
+            request_id=new_id(),
+            problem=problem,
+            kind=kind,
+            details=details,
+            emitter=self.emitter,
+        )
+        answer = await self._negotiate(event, timeout, f"no guidance for {problem!r}")
+        assert isinstance(answer, GuidanceGiven)
+        return Guidance(action=answer.action, message=answer.message)
+
+    async def request_resource(self, resource: str, amount: float, reason: str = "", timeout: float = 60.0) -> Grant:
+        """Ask for more of ``resource`` (cpu, memory_gb, gpu, gpu_memory_gb) for this attempt."""
+        event = ResourceRequested(
+            task_id=self.task_id,
+            node_id=self.node_id,
+            attempt=self.attempt,
+            request_id=new_id(),
+            resource=resource,
+            amount=amount,
+            reason=reason,
+            emitter=self.emitter,
+        )
+        answer = await self._negotiate(event, timeout, f"no answer to the request for {amount:g} {resource}")
+        if isinstance(answer, ResourceGranted):
+            return Grant(granted=True, resource=resource, amount=answer.amount, message=answer.message)
+        return Grant(granted=False, resource=resource, amount=0.0, message=getattr(answer, "reason", ""))
+
+    async def _negotiate(self, event: Event, timeout: float, what: str) -> Event:
+        if self._ask is None:
+            raise RuntimeError("this context cannot reach a coordinator")
+        try:
+            return await self._ask(event, timeout)
+        except TimeoutError:
+            raise NegotiationTimeout(f"{what} within {timeout:g}s") from None

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 
 from events.base import Event, Resources
 from events.codec import BadEvent, decode, encode
+from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeDrained, NodeHeartbeat, NodeLost, NodeRegistered
 from events.subjects import AUDIT_STREAM, node_filter, subject_for
 from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskStarted
@@ -54,13 +55,16 @@ class Node:
         self.node_id = settings.node_id
         self.emitter = f"node:{self.node_id}"
         self.local = NodeLocal(self.node_id)
-        self.running: dict[str, asyncio.Task[None]] = {}
+        self.running: dict[tuple[str, int], asyncio.Task[None]] = {}  # (task, attempt) -> job
         self.allocated = Resources()
         self.inbox: list[Msg] = []
         self.wake = asyncio.Event()
         self.caught_up = False
         self.done = asyncio.Event()
         self.executors: dict[str, Executor] = {"process": ProcessExecutor(), "function": FunctionExecutor()}
+        self.waiters: dict[str, tuple[tuple[str, int], asyncio.Future[Event]]] = {}  # request -> (attempt, answer)
+        self.forced: dict[tuple[str, int], Outcome] = {}  # how guidance ended an attempt
+        self.extra: dict[tuple[str, int], Resources] = {}  # granted on top of the request
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         structlog.contextvars.bind_contextvars(node_id=self.node_id)
@@ -169,7 +173,7 @@ class Node:
 
     async def _reconcile(self) -> None:
         for task in self.local.interrupted():
-            if task.task_id not in self.running:
+            if (task.task_id, task.attempt) not in self.running:
                 await self._report(
                     TaskFailed(
                         task_id=task.task_id,
@@ -190,19 +194,57 @@ class Node:
                 self._start(task)
         elif isinstance(event, (TaskCancelled, TaskReassigned)):
             self._stop(event.task_id, event.attempt)
+        elif isinstance(event, GuidanceGiven):
+            self._guided(event)
+        elif isinstance(event, (ResourceGranted, ResourceDenied)):
+            waiter = self.waiters.get(event.request_id)
+            if waiter is not None and not waiter[1].done():
+                if isinstance(event, ResourceGranted):
+                    extra = Resources.of(event.resource, event.amount)
+                    self.extra[waiter[0]] = self.extra.get(waiter[0], Resources()) + extra
+                    self.allocated = self.allocated + extra
+                waiter[1].set_result(event)
         elif isinstance(event, NodeLost) and self.local.lost_at > self.registered_at:
             log.warning("declared lost by the coordinator; registering again")
             await self._register()
 
-    def _start(self, task: LocalTask) -> None:
-        if task.task_id in self.running:
+    def _guided(self, event: GuidanceGiven) -> None:
+        waiter = self.waiters.get(event.request_id or "")
+        if waiter is None or waiter[1].done():
             return
-        self.running[task.task_id] = asyncio.create_task(self._run_attempt(task))
+        key, future = waiter
+        task_id = key[0]
+        if event.action in ("skip", "fail"):
+            # the node carries these out itself, whatever the handler would do
+            self.forced[key] = (
+                Outcome(ok=True, skipped=True, result={"skipped": event.message})
+                if event.action == "skip"
+                else Outcome.failure(f"failed on guidance: {event.message}", reason="guidance")
+            )
+            self._stop(*key)
+        elif event.action in ("continue", "retry"):
+            future.set_result(event)
+        else:
+            log.info("guidance: keep waiting", task_id=task_id, action=event.action, message=event.message)
+
+    async def _ask(self, event: Event, timeout: float) -> Event:
+        request_id: str = event.request_id  # type: ignore[attr-defined]
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self.waiters[request_id] = ((event.task_id, event.attempt), future)  # type: ignore[attr-defined]
+        try:
+            await self._report(event)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self.waiters.pop(request_id, None)
+
+    def _start(self, task: LocalTask) -> None:
+        key = (task.task_id, task.attempt)
+        if key not in self.running:
+            self.running[key] = asyncio.create_task(self._run_attempt(task))
 
     def _stop(self, task_id: str, attempt: int) -> None:
-        job = self.running.get(task_id)
-        local = self.local.tasks.get(task_id)
-        if job is not None and local is not None and local.attempt == attempt:
+        job = self.running.get((task_id, attempt))
+        if job is not None:
             log.info("stopping task", task_id=task_id, attempt=attempt)
             job.cancel()
 
@@ -220,9 +262,10 @@ class Node:
             try:
                 await self._execute(task, executor)
             finally:
-                self.allocated = self.allocated - need
+                self.allocated = self.allocated - need - self.extra.pop((task.task_id, task.attempt), Resources())
+                self.forced.pop((task.task_id, task.attempt), None)
         finally:
-            self.running.pop(task.task_id, None)
+            self.running.pop((task.task_id, task.attempt), None)
             self.wake.set()
 
     async def _execute(self, task: LocalTask, executor: Executor) -> None:
@@ -238,6 +281,7 @@ class Node:
             gpus=task.gpus,
             emit_telemetry=self._telemetry,
             emit=self._report,
+            ask=self._ask,
         )
         await self._report(
             TaskStarted(task_id=task.task_id, node_id=self.node_id, attempt=task.attempt, emitter=self.emitter)
@@ -251,8 +295,11 @@ class Node:
         except TimeoutError:
             outcome = Outcome.failure(f"timed out after {spec.timeout_s:g}s", reason="timeout")
         except asyncio.CancelledError:
-            log.info("task stopped", task_id=task.task_id)
-            return  # the coordinator already recorded why (cancelled or reassigned)
+            forced = self.forced.get((task.task_id, task.attempt))
+            if forced is None:
+                log.info("task stopped", task_id=task.task_id)
+                return  # the coordinator already recorded why (cancelled or reassigned)
+            outcome = forced
         except Exception as exc:  # an executor bug must not take the node down
             log.exception("executor failed")
             outcome = Outcome.failure(f"executor error: {type(exc).__name__}: {exc}")
