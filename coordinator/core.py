@@ -26,6 +26,9 @@ EMITTER = "coordinator"
 
 class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     missed_heartbeats: int = 3
+    # Nomad's rule: the TTL stretches with cluster size so the heartbeat rate the
+    # coordinator must sustain stays under this bound
+    max_heartbeats_per_s: float = 200.0
     # after a coordinator (re)start, nodes get this long to show up before being lost
     startup_grace_s: float = 5.0
     retry_base_s: float = 0.5
@@ -78,23 +81,26 @@ class CoordinatorCore:
         out += self._retries(now)
         out += answer_requests(self.state, now, EMITTER, self.policy)
         out = [e for e in out if self._track(e, now)]
-        placed = place(self.state, now, self.reserved, EMITTER)
+        placed = place(self.state, now, self.reserved, EMITTER, busy=self.keys)
         for assignment in placed:
-            self._track(assignment, now)
+            tracked = self._track(assignment, now)
+            assert tracked, assignment  # place() skipped tasks with a decision in flight
         return out + list(placed)
 
     # -- in-flight bookkeeping ---------------------------------------------------------
 
     @staticmethod
     def _key(event: Event) -> str:
+        """What a decision is about. Lifecycle decisions are keyed by the bare task id
+        (one in flight per task at a time), which is what ``place(busy=...)`` checks."""
+        if isinstance(event, (TaskAssigned, TaskReassigned, TaskCancelled, TaskFailed)):
+            return event.task_id
         subject = getattr(event, "task_id", None) or getattr(event, "node_id", "")
         request = getattr(event, "request_id", None)
         return f"{type(event).__name__}:{subject}:{request or ''}"
 
     def _track(self, event: Event, now: float) -> bool:
         key = self._key(event)
-        if isinstance(event, (TaskAssigned, TaskReassigned, TaskCancelled, TaskFailed)):
-            key = f"task:{event.task_id}"  # one pending decision per task at a time
         if key in self.keys:
             return False
         self.keys[key] = event.id
@@ -123,11 +129,11 @@ class CoordinatorCore:
     def _liveness(self, now: float) -> list[Event]:
         out: list[Event] = []
         assert self.started_at is not None
-        for node in self.state.nodes.values():
-            if node.state not in (NodeState.ACTIVE, NodeState.DRAINING):
-                continue
+        live = [n for n in self.state.nodes.values() if n.state in (NodeState.ACTIVE, NodeState.DRAINING)]
+        floor_interval = len(live) / self.config.max_heartbeats_per_s
+        for node in live:
             seen = max(self.last_seen.get(node.node_id, 0.0), self.started_at + self.config.startup_grace_s)
-            timeout = node.heartbeat_s * self.config.missed_heartbeats
+            timeout = max(node.heartbeat_s, floor_interval) * self.config.missed_heartbeats
             if now - max(seen, node.updated_at) > timeout:
                 out.append(
                     NodeLost(

@@ -15,6 +15,8 @@ newer high-priority stream.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import msgspec
 
 from coordinator.state import TRUST_RANK, ClusterState, NodeState, NodeView, TaskView
@@ -66,14 +68,19 @@ def _has_alternative(state: ClusterState, nodes: list[NodeView], task: TaskView)
 
 
 def place(
-    state: ClusterState, now: float, reserved: dict[str, Reservation], emitter: str = "coordinator"
+    state: ClusterState,
+    now: float,
+    reserved: dict[str, Reservation],
+    emitter: str = "coordinator",
+    busy: Container[str] = (),
 ) -> list[TaskAssigned]:
+    """Assignments for ready tasks; ``busy`` tasks already have a decision in flight."""
     nodes = [n for n in state.nodes.values() if n.state == NodeState.ACTIVE]
     held = {n.node_id: reserved.setdefault(n.node_id, Reservation()) for n in nodes}
     open_slots = sum(max(0, n.max_tasks - n.running - held[n.node_id].count) for n in nodes)
     if open_slots <= 0 or not state.queue:
         return []
-    ready = [t for tid in state.queue if (t := state.tasks[tid]).not_before <= now]
+    ready = [t for tid in state.queue if (t := state.tasks[tid]).not_before <= now and tid not in busy]
     free_gpus = {n.node_id: n.free_gpus(state.allocations) for n in nodes if n.gpus}
     for node_id, res in held.items():
         if res.gpus:

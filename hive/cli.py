@@ -85,6 +85,7 @@ def coordinator(
     data: Data = None,
     db: Annotated[Optional[Path], typer.Option(help="projection file (default: DATA/coordinator.db)")] = None,
     missed_heartbeats: Annotated[int, typer.Option(help="heartbeats a node may miss before it is lost")] = 3,
+    startup_grace: Annotated[float, typer.Option(help="seconds nodes get to show up after a (re)start")] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the coordinator: projections, scheduler, policies."""
@@ -96,7 +97,7 @@ def coordinator(
     service = Coordinator(
         resolve(server, "coordinator", directory),
         db or directory / "coordinator.db",
-        CoreConfig(missed_heartbeats=missed_heartbeats),
+        CoreConfig(missed_heartbeats=missed_heartbeats, startup_grace_s=startup_grace),
     )
     run(service.run())
 

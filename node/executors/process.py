@@ -21,6 +21,7 @@ def task_env(ctx: TaskContext) -> dict[str, str]:
     env.update(ctx.spec.env)
     env["HIVE_TASK_ID"] = ctx.task_id
     env["HIVE_ATTEMPT"] = str(ctx.attempt)
+    env["HIVE_NODE_ID"] = ctx.node_id
     env["HIVE_WORKSPACE"] = str(ctx.workspace)
     if ctx.gpus or ctx.spec.resources.gpu == 0:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in ctx.gpus)

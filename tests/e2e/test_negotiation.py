@@ -44,13 +44,17 @@ async def types_of(client: HiveClient, task_id: str) -> list[str]:
 async def test_missing_input_is_retried_on_another_node(api: HiveClient, tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "input.txt").write_text("rows")
-    blocker = await api.submit(TaskSpec(executor="function", type="test_hold", payload={"seconds": 1.5},
-                                        resources=Resources(memory_gb=6)))  # only b fits: b is now full
-    task = await api.submit(TaskSpec(executor="function", type="test_missing_input", payload={"dir": str(tmp_path)},
-                                     max_attempts=3))
+    blocker = await api.submit(
+        TaskSpec(executor="function", type="test_hold", payload={"seconds": 1.5}, resources=Resources(memory_gb=6))
+    )  # only b fits: b is now full
+    task = await api.submit(
+        TaskSpec(executor="function", type="test_missing_input", payload={"dir": str(tmp_path)}, max_attempts=3)
+    )
     final = await api.wait(task, timeout=60)
     assert final["state"] == "completed", final
-    assert final["result"] == {"read": "rows", "node": "b"}, [(type(e).__name__, e) for _, _, e in await api.history(task)]
+    assert final["result"] == {"read": "rows", "node": "b"}, [
+        (type(e).__name__, e) for _, _, e in await api.history(task)
+    ]
     history = await api.history(task)
     kinds = [type(e).__name__ for _, _, e in history]
     assert "HelpRequested" in kinds and "TaskReassigned" in kinds
@@ -68,8 +72,9 @@ async def test_missing_input_without_attempts_left_is_skipped(api: HiveClient, t
 
 
 async def test_memory_request_granted_from_free_capacity(api: HiveClient) -> None:
-    task = await api.submit(TaskSpec(executor="function", type="test_needs_memory", payload={"gb": 2},
-                                     resources=Resources(memory_gb=1)))
+    task = await api.submit(
+        TaskSpec(executor="function", type="test_needs_memory", payload={"gb": 2}, resources=Resources(memory_gb=1))
+    )
     final = await api.wait(task, timeout=30)
     assert final["state"] == "completed", final
     assert final["result"] == {"granted": 2.0, "message": "granted from free capacity"}
@@ -87,13 +92,28 @@ async def test_memory_request_beyond_the_node_is_denied(api: HiveClient) -> None
 async def test_memory_request_preempts_a_lower_priority_task(api: HiveClient) -> None:
     # keep b (one slot) busy so both tasks land on a (4 GB): low holds 3 GB, high 1 GB and
     # asks for 2.5 more, which only preempting low can free
-    blocker = await api.submit(TaskSpec(executor="function", type="test_hold", payload={"seconds": 4},
-                                        resources=Resources(memory_gb=6)))
-    low = await api.submit(TaskSpec(executor="function", type="test_hold", payload={"seconds": 3}, priority=0,
-                                    resources=Resources(cpu=0.5, memory_gb=3)))
+    blocker = await api.submit(
+        TaskSpec(executor="function", type="test_hold", payload={"seconds": 4}, resources=Resources(memory_gb=6))
+    )
+    low = await api.submit(
+        TaskSpec(
+            executor="function",
+            type="test_hold",
+            payload={"seconds": 3},
+            priority=0,
+            resources=Resources(cpu=0.5, memory_gb=3),
+        )
+    )
     await asyncio.sleep(0.5)
-    high = await api.submit(TaskSpec(executor="function", type="test_needs_memory", priority=5,
-                                     payload={"gb": 2.5, "hold": 0.2}, resources=Resources(cpu=0.5, memory_gb=1)))
+    high = await api.submit(
+        TaskSpec(
+            executor="function",
+            type="test_needs_memory",
+            priority=5,
+            payload={"gb": 2.5, "hold": 0.2},
+            resources=Resources(cpu=0.5, memory_gb=1),
+        )
+    )
     final = await api.wait(high, timeout=30)
     assert final["state"] == "completed", final
     assert final["result"]["message"] == f"preempted {low}"
