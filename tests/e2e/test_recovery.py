@@ -90,7 +90,7 @@ async def test_coordinator_killed_mid_workload_resumes(fresh_server: Server) -> 
 
 async def test_node_killed_its_tasks_run_elsewhere(fresh_server: Server) -> None:
     coord = coordinator(fresh_server, "--missed-heartbeats", "3", "--startup-grace", "0.5").start()
-    fast = ("--heartbeat", "0.5", "--max-tasks", "4", "--no-docker")
+    fast = ("--heartbeat", "0.5", "--max-tasks", "8", "--no-docker")  # room for the victim's work
     victim, survivor = node(fresh_server, "victim", *fast).start(), node(fresh_server, "survivor", *fast).start()
     try:
         async with await HiveClient.connect(fresh_server.url, fresh_server.directory) as client:

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from events import BadEvent, TaskAssigned, TaskSpec, TaskSubmitted, decode, encode
+from events.subjects import AUDIT_SUBJECTS, TELEMETRY_SUBJECTS, node_filter, subject_for, valid_id
+from events.task import TaskProgress
+
+
+def test_round_trip_and_type_tag() -> None:
+    event = TaskSubmitted(task_id="t1", spec=TaskSpec(command=["echo", "hi"]), emitter="client:x")
+    data = encode(event)
+    assert msgspec.json.decode(data)["type"] == "TaskSubmitted"
+    assert decode(data, subject_for(event)) == event
+
+
+def test_subjects_put_task_and_node_under_one_prefix() -> None:
+    assert subject_for(TaskSubmitted(task_id="t1", spec=TaskSpec())) == "hive.task.t1.submitted"
+    assert subject_for(TaskAssigned(task_id="t1", node_id="n1", attempt=1)) == "hive.task.t1.assigned.n1"
+    assert subject_for(TaskProgress(task_id="t1", node_id="n1", attempt=1, fraction=0.5)) == "hive.task.t1.progress.n1"
+    assert node_filter("n1") == ["hive.task.*.*.n1", "hive.node.n1.*"]
+
+
+def test_audit_and_telemetry_subjects_do_not_overlap() -> None:
+    assert not set(AUDIT_SUBJECTS) & set(TELEMETRY_SUBJECTS)
+    assert "hive.task.*.progress.*" in TELEMETRY_SUBJECTS and "hive.node.*.heartbeat" in TELEMETRY_SUBJECTS
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x00garbage", b"[]", b'{"type": "Nope"}', b'{"type": "TaskSubmitted", "task_id": 1, "spec": {}}', b"{}"],
+)
+def test_bad_payloads_raise_bad_event(data: bytes) -> None:
+    with pytest.raises(BadEvent):
+        decode(data)
+
+
+def test_event_on_another_tasks_subject_is_rejected() -> None:
+    event = TaskSubmitted(task_id="t1", spec=TaskSpec())
+    with pytest.raises(BadEvent, match="does not belong"):
+        decode(encode(event), "hive.task.t2.submitted")
+
+
+def test_old_payloads_without_new_fields_still_decode() -> None:
+    old = b'{"type":"TaskAssigned","id":"x","ts":1.0,"task_id":"t","node_id":"n","attempt":1}'
+    event = decode(old)
+    assert isinstance(event, TaskAssigned) and event.spec is None and event.gpus == []
+
+
+@pytest.mark.parametrize(("value", "ok"), [("node-1", True), ("a_b", True), ("a.b", False), ("*", False), ("", False)])
+def test_ids_must_be_subject_tokens(value: str, ok: bool) -> None:
+    assert valid_id(value) is ok

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from coordinator.projection import apply
+from coordinator.state import NodeState, TaskState
+from events import NodeLost, Resources, TaskCancelled, TaskCancelRequested, TaskReassigned
+from tests.unit.factories import assign, complete, fail, fold, register, start, submit
+
+
+def test_lifecycle_allocates_and_releases() -> None:
+    state = fold(register("n1"), submit("t1", resources=Resources(cpu=2, memory_gb=1)), assign("t1", "n1"))
+    assert state.nodes["n1"].available == Resources(cpu=2, memory_gb=7)
+    apply(state, start("t1", "n1"))
+    apply(state, complete("t1", "n1"))
+    state.validate()
+    assert state.tasks["t1"].state == TaskState.COMPLETED
+    assert state.nodes["n1"].available == Resources(cpu=4, memory_gb=8)
+    assert state.nodes["n1"].trust == 52
+
+
+def test_applying_an_event_twice_changes_nothing() -> None:
+    events = [register("n1"), submit("t1"), assign("t1", "n1"), start("t1", "n1"), complete("t1", "n1")]
+    once = fold(*events)
+    twice = fold(*[e for e in events for _ in (0, 1)])
+    assert once.tasks == twice.tasks and once.nodes == twice.nodes and once.allocations == twice.allocations
+
+
+def test_reports_of_superseded_attempts_are_ignored() -> None:
+    state = fold(
+        register("n1"),
+        register("n2"),
+        submit("t1", max_attempts=3),
+        assign("t1", "n1"),
+        NodeLost(node_id="n1", reason="gone"),
+        TaskReassigned(task_id="t1", attempt=1, reason="lost", from_node="n1"),
+        assign("t1", "n2", attempt=2),
+    )
+    apply(state, complete("t1", "n1", attempt=1))  # the lost node comes back with a late result
+    assert state.tasks["t1"].state == TaskState.ASSIGNED
+    apply(state, complete("t1", "n2", attempt=1))  # right node, wrong attempt
+    apply(state, fail("t1", "n1", attempt=2))  # right attempt, wrong node
+    assert state.tasks["t1"].state == TaskState.ASSIGNED
+    apply(state, complete("t1", "n2", attempt=2))
+    apply(state, complete("t1", "n2", attempt=2))
+    assert state.tasks["t1"].state == TaskState.COMPLETED
+    assert state.nodes["n2"].completed == 1
+    assert state.nodes["n1"].state == NodeState.LOST
+    state.validate()
+
+
+def test_failure_retries_until_attempts_run_out() -> None:
+    state = fold(register("n1"), submit("t1", max_attempts=2), assign("t1", "n1"), fail("t1", "n1"))
+    assert state.tasks["t1"].state == TaskState.RETRYING and state.retrying == {"t1"}
+    apply(state, TaskReassigned(task_id="t1", attempt=1, reason="retry", not_before=5.0))
+    assert state.tasks["t1"].state == TaskState.QUEUED and state.tasks["t1"].not_before == 5.0
+    apply(state, assign("t1", "n1", attempt=2))
+    apply(state, fail("t1", "n1", attempt=2))
+    assert state.tasks["t1"].state == TaskState.FAILED
+    assert state.nodes["n1"].trust == 40
+
+
+def test_dependencies_gate_and_doom() -> None:
+    state = fold(register("n1"), submit("a"), submit("b", after=["a"]), submit("c", after=["b"]))
+    assert state.tasks["b"].state == TaskState.PENDING and state.queue == {"a"}
+    apply(state, assign("a", "n1"))
+    apply(state, complete("a", "n1"))
+    assert state.tasks["b"].state == TaskState.QUEUED and state.tasks["c"].state == TaskState.PENDING
+    apply(state, assign("b", "n1"))
+    apply(state, fail("b", "n1"))
+    assert state.doomed == {"c": "dependency b failed"}
+    apply(state, TaskCancelled(task_id="c", reason=state.doomed["c"]))
+    assert state.tasks["c"].state == TaskState.CANCELLED and not state.doomed
+
+
+def test_cancel_request_then_decision() -> None:
+    state = fold(register("n1"), submit("t1"), assign("t1", "n1"), TaskCancelRequested(task_id="t1"))
+    assert state.cancel_wanted == {"t1"}
+    apply(state, TaskCancelled(task_id="t1", reason="cancelled by user", node_id="n1", attempt=1))
+    assert state.tasks["t1"].state == TaskState.CANCELLED and not state.cancel_wanted
+    assert state.nodes["n1"].running == 0
+    state.validate()
+
+
+def test_reindex_rebuilds_derived_indexes() -> None:
+    state = fold(register("n1"), submit("a"), submit("b", after=["a"]), assign("a", "n1"), fail("a", "n1"))
+    queue, doomed, retrying = set(state.queue), dict(state.doomed), set(state.retrying)
+    state.reindex()
+    assert (state.queue, state.doomed, state.retrying) == (queue, doomed, retrying)
