@@ -85,17 +85,18 @@ def test_core_declares_silent_nodes_lost_and_reassigns_their_work() -> None:
         fold(register("n1"), register("n2"), submit("t", max_attempts=2), assign("t", "n1")),
         CoreConfig(startup_grace_s=0),
     )
-    core.decide(now=1000.0)
-    core.heartbeat("n2", 1100.0)
-    decisions = core.decide(now=1100.0)
+    base = max(n.updated_at for n in core.state.nodes.values())
+    core.decide(now=base)
+    core.heartbeat("n2", base + 100)
+    decisions = core.decide(now=base + 100)
     lost = [d for d in decisions if isinstance(d, NodeLost)]
     assert [d.node_id for d in lost] == ["n1"]
     for d in lost:
         core.handle(d)
-    reassigned = [d for d in core.decide(now=1100.1) if isinstance(d, TaskReassigned)]
+    reassigned = [d for d in core.decide(now=base + 100.1) if isinstance(d, TaskReassigned)]
     assert [(r.task_id, r.from_node) for r in reassigned] == [("t", "n1")]
     core.handle(reassigned[0])
-    again = [d for d in core.decide(now=1100.2) if isinstance(d, TaskAssigned)]
+    again = [d for d in core.decide(now=base + 100.2) if isinstance(d, TaskAssigned)]
     assert [(a.task_id, a.node_id, a.attempt) for a in again] == [("t", "n2", 2)]
     assert NodeHeartbeat  # heartbeats are telemetry: they reach the core via heartbeat()
 
