@@ -15,7 +15,7 @@ import msgspec
 
 from coordinator.policies import DEFAULT, PolicyConfig, answer_requests
 from coordinator.projection import apply
-from coordinator.scheduler import Reservation, place
+from coordinator.scheduler import ReadyIndex, Reservation, place
 from coordinator.state import ON_NODE, ClusterState, NodeState
 from events.base import Event
 from events.node import NodeLost
@@ -54,6 +54,7 @@ class CoordinatorCore:
         self.inflight: dict[str, _Inflight] = {}
         self.keys: dict[str, str] = {}
         self.reserved: dict[str, Reservation] = {}
+        self.ready = ReadyIndex()
         self.last_seen: dict[str, float] = {}
         self.started_at: float | None = None
 
@@ -81,7 +82,7 @@ class CoordinatorCore:
         out += self._retries(now)
         out += answer_requests(self.state, now, EMITTER, self.policy)
         out = [e for e in out if self._track(e, now)]
-        placed = place(self.state, now, self.reserved, EMITTER, busy=self.keys)
+        placed = place(self.state, now, self.reserved, EMITTER, busy=self.keys, index=self.ready)
         for assignment in placed:
             tracked = self._track(assignment, now)
             assert tracked, assignment  # place() skipped tasks with a decision in flight

@@ -49,6 +49,7 @@ NO_FAULT_REASONS = frozenset({"preempted", "interrupted", "guidance"})
 # failures that are final whatever attempts are left
 NO_RETRY_REASONS = frozenset({"guidance"})
 OUTPUT_TAIL = 4096
+QUEUE_LOG_MAX = 1_000_000  # nobody drains it during a replay; the scheduler rebuilds past this
 # guidance that leaves the request open: the task stays blocked on it
 WAITING_ACTIONS = frozenset({"wait", "ask_operator"})
 
@@ -79,6 +80,8 @@ def _move(state: ClusterState, task: TaskView, new: TaskState, ts: float) -> boo
             index.add(task.task_id)
     if new == TaskState.QUEUED:
         task.queued_at = ts
+        if len(state.queue_log) < QUEUE_LOG_MAX:
+            state.queue_log.append(task.task_id)
     if new not in ON_NODE:
         state.reassign_wanted.pop(task.task_id, None)
     if new in TERMINAL:

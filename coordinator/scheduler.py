@@ -15,11 +15,13 @@ newer high-priority stream.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from bisect import insort
+from collections.abc import Container, Iterator
 
 import msgspec
 
-from coordinator.state import TRUST_RANK, ClusterState, NodeState, NodeView, TaskView
+from coordinator.projection import QUEUE_LOG_MAX
+from coordinator.state import TRUST_RANK, ClusterState, NodeState, NodeView, TaskState, TaskView
 from events.base import Resources
 from events.task import TaskAssigned
 
@@ -36,6 +38,45 @@ class Reservation(msgspec.Struct, kw_only=True):
 
 def effective_priority(task: TaskView, now: float) -> float:
     return task.spec.priority + max(0.0, now - task.queued_at) / AGING_S
+
+
+def queue_key(task: TaskView) -> tuple[float, int]:
+    """Sort key of the ready queue. Effective priority is ``priority + (now - queued_at) /
+    AGING_S``; ``now`` is the same for every task, so the order is fixed when a task is
+    queued and the queue can stay sorted instead of being sorted on every decision."""
+    return (task.queued_at / AGING_S - task.spec.priority, task.order)
+
+
+class ReadyIndex:
+    """The queued tasks in scheduling order, kept sorted incrementally: new entries come
+    from ``state.queue_log``; entries of tasks that left the queue are skipped and
+    compacted away now and then."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, int, str]] = []
+        self.synced = False
+
+    def sync(self, state: ClusterState) -> None:
+        if not self.synced or len(state.queue_log) >= QUEUE_LOG_MAX:
+            self.entries = sorted((*queue_key(state.tasks[t]), t) for t in state.queue)
+            self.synced = True
+        else:
+            for task_id in state.queue_log:
+                task = state.tasks[task_id]
+                if task.state == TaskState.QUEUED:
+                    insort(self.entries, (*queue_key(task), task_id))
+        state.queue_log.clear()
+
+    def ordered(self, state: ClusterState) -> Iterator[TaskView]:
+        stale = 0
+        for key0, key1, task_id in self.entries:
+            task = state.tasks[task_id]
+            if task_id not in state.queue or queue_key(task) != (key0, key1):
+                stale += 1
+                continue
+            yield task
+        if stale > 64 and stale * 2 > len(self.entries):
+            self.entries = [e for e in self.entries if e[2] in state.queue and queue_key(state.tasks[e[2]]) == e[:2]]
 
 
 def eligible(state: ClusterState, node: NodeView, task: TaskView) -> bool:
@@ -73,6 +114,7 @@ def place(
     reserved: dict[str, Reservation],
     emitter: str = "coordinator",
     busy: Container[str] = (),
+    index: ReadyIndex | None = None,
 ) -> list[TaskAssigned]:
     """Assignments for ready tasks; ``busy`` tasks already have a decision in flight."""
     nodes = [n for n in state.nodes.values() if n.state == NodeState.ACTIVE]
@@ -80,16 +122,18 @@ def place(
     open_slots = sum(max(0, n.max_tasks - n.running - held[n.node_id].count) for n in nodes)
     if open_slots <= 0 or not state.queue:
         return []
-    ready = [t for tid in state.queue if (t := state.tasks[tid]).not_before <= now and tid not in busy]
+    index = index or ReadyIndex()
+    index.sync(state)
     free_gpus = {n.node_id: n.free_gpus(state.allocations) for n in nodes if n.gpus}
     for node_id, res in held.items():
         if res.gpus:
             free_gpus[node_id] = [g for g in free_gpus.get(node_id, []) if g not in res.gpus]
-    ready.sort(key=lambda t: (-effective_priority(t, now), t.order))
     decisions: list[TaskAssigned] = []
-    for task in ready:
+    for task in index.ordered(state):
         if open_slots <= 0:
             break
+        if task.not_before > now or task.task_id in busy:
+            continue
         best: NodeView | None = None
         best_key: tuple[bool, float, float] | None = None
         avoid = task.avoid_node if task.avoid_node and _has_alternative(state, nodes, task) else None

@@ -177,6 +177,7 @@ class ClusterState:
         self.next_order = 0
         # derived indexes
         self.queue: set[str] = set()
+        self.queue_log: list[str] = []  # newly queued tasks, for the scheduler's ready index
         self.dependents: dict[str, set[str]] = {}
         self.retrying: set[str] = set()
         self.doomed: dict[str, str] = {}  # pending task -> why it can never run
@@ -193,6 +194,7 @@ class ClusterState:
     def reindex(self) -> None:
         """Rebuild the derived indexes from the views (after loading from SQLite)."""
         self.queue = {t.task_id for t in self.tasks.values() if t.state == TaskState.QUEUED}
+        self.queue_log = list(self.queue)
         self.retrying = {t.task_id for t in self.tasks.values() if t.state == TaskState.RETRYING}
         self.cancel_wanted = {t.task_id for t in self.tasks.values() if t.cancel_requested and t.state not in TERMINAL}
         self.reassign_wanted = {

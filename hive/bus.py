@@ -152,6 +152,18 @@ class Publisher:
                 await asyncio.sleep(min(2.0, 0.1 * tries))
 
 
+def position(msg: Msg) -> tuple[int, int]:
+    """(stream sequence, messages pending) of a JetStream message, read straight from its
+    ack subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``,
+    or the 12-token form with domain and account hash. nats-py's ``msg.metadata`` builds
+    objects and datetimes we do not need, at a cost that shows at 10k messages/s."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[8])
+    meta = msg.metadata
+    return meta.sequence.stream, meta.num_pending
+
+
 MsgHandler = Callable[[Msg], Awaitable[None]]
 
 

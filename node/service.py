@@ -27,7 +27,7 @@ from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeDrained, NodeHeartbeat, NodeLost, NodeRegistered
 from events.subjects import AUDIT_STREAM, node_filter, subject_for
 from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskStarted
-from hive.bus import Publisher, connect, follow
+from hive.bus import Publisher, connect, follow, position
 from hive.config import Target
 from node import handlers
 from node.context import Outcome, TaskContext
@@ -41,6 +41,10 @@ from node.state import LocalState, LocalTask, NodeLocal, apply
 from node.store import NodeStore
 
 log = structlog.get_logger("hive.node")
+
+# The local projection is rebuilt from the log at every start, so its file only needs to
+# follow along, not to be written on every message.
+LOCAL_FLUSH_S = 0.5
 
 
 def default_node_id() -> str:
@@ -60,6 +64,8 @@ class Node:
         self.inbox: list[Msg] = []
         self.wake = asyncio.Event()
         self.caught_up = False
+        self.unflushed = False
+        self.flushed_at = 0.0
         self.done = asyncio.Event()
         self.executors: dict[str, Executor] = {"process": ProcessExecutor(), "function": FunctionExecutor()}
         self.waiters: dict[str, tuple[tuple[str, int], asyncio.Future[Event]]] = {}  # request -> (attempt, answer)
@@ -109,6 +115,8 @@ class Node:
                 await self._step()
         finally:
             heartbeat.cancel()
+            if self.unflushed:
+                await self.store.flush(self.local)
             for task in self.running.values():
                 task.cancel()
             await asyncio.gather(*self.running.values(), heartbeat, return_exceptions=True)
@@ -152,18 +160,21 @@ class Node:
         fresh: list[Event] = []
         just_caught_up = False
         for msg in batch:
-            meta = msg.metadata
+            seq, pending = position(msg)
             try:
                 event = decode(msg.data, msg.subject)
             except BadEvent:
                 continue  # the coordinator records rejects; a node just skips them
-            apply(self.local, event, meta.sequence.stream)
+            apply(self.local, event, seq)
             if self.caught_up:
                 fresh.append(event)
-            elif meta.num_pending == 0:
+            elif pending == 0:
                 self.caught_up = just_caught_up = True
         if batch:
+            self.unflushed = True
+        if self.unflushed and time.monotonic() - self.flushed_at >= LOCAL_FLUSH_S:
             await self.store.flush(self.local)
+            self.unflushed, self.flushed_at = False, time.monotonic()
         if just_caught_up:
             await self._reconcile()
         for event in fresh:
@@ -271,7 +282,6 @@ class Node:
     async def _execute(self, task: LocalTask, executor: Executor) -> None:
         spec = task.spec
         workspace = self.workdir / f"{task.task_id}-{task.attempt}"
-        workspace.mkdir(parents=True, exist_ok=True)
         ctx = TaskContext(
             task_id=task.task_id,
             attempt=task.attempt,
@@ -303,7 +313,7 @@ class Node:
         except Exception as exc:  # an executor bug must not take the node down
             log.exception("executor failed")
             outcome = Outcome.failure(f"executor error: {type(exc).__name__}: {exc}")
-        if outcome.ok:
+        if outcome.ok and workspace.exists():
             outcome.outputs = await upload_outputs(self.js, task.task_id, workspace / "out")
         await self._finish(task, outcome, time.monotonic() - started)
 
