@@ -141,6 +141,12 @@ def node_filter(node_id: str) -> list[str]:
     return [f"{PREFIX}.task.*.*.{node_id}", f"{PREFIX}.node.{node_id}.*"]
 
 
+def node_inbox_filter(node_id: str) -> list[str]:
+    """What others tell a node: the decisions and answers addressed to it."""
+    verbs = ("assigned", "cancelled", "reassigned", "guidance", "resource_granted", "resource_denied")
+    return [f"{PREFIX}.task.*.{verb}.{node_id}" for verb in verbs] + [f"{PREFIX}.node.{node_id}.*"]
+
+
 def progress_filter(task_id: str) -> str:
     return f"{PREFIX}.task.{task_id}.progress.*"
 

@@ -137,15 +137,16 @@ class Publisher:
         self.pending = [f for f in self.pending if not f.done()]
         return failed
 
-    async def publish_reliably(self, event: Event, attempts: int = 0, timeout: float = 5.0) -> None:
-        """Await the ack; retry transient failures (``attempts`` 0 = until it works)."""
+    async def publish_reliably(self, event: Event, attempts: int = 0, timeout: float = 5.0) -> int:
+        """Await the ack and return the stream sequence; retry transient failures with the
+        same message id (``attempts`` 0 = until it works)."""
         subject, data, headers = subject_for(event), encode(event), headers_for(event)
         tries = 0
         while True:
             tries += 1
             try:
-                await self.js.publish(subject, data, timeout=timeout, headers=headers)
-                return
+                ack = await self.js.publish(subject, data, timeout=timeout, headers=headers)
+                return int(ack.seq)
             except TRANSIENT:
                 if attempts and tries >= attempts:
                     raise

@@ -20,15 +20,17 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from events.base import Event, Resources
 from events.codec import BadEvent, decode, encode
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeDrained, NodeHeartbeat, NodeLost, NodeRegistered
-from events.subjects import AUDIT_STREAM, node_filter, subject_for
+from events.subjects import AUDIT_STREAM, node_filter, node_inbox_filter, subject_for
 from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskStarted
 from hive.bus import Publisher, connect, follow, position
 from hive.config import Target
+from hive.logread import read_stream
 from node import handlers
 from node.context import Outcome, TaskContext
 from node.executors import Executor
@@ -63,7 +65,6 @@ class Node:
         self.allocated = Resources()
         self.inbox: list[Msg] = []
         self.wake = asyncio.Event()
-        self.caught_up = False
         self.unflushed = False
         self.flushed_at = 0.0
         self.done = asyncio.Event()
@@ -88,12 +89,12 @@ class Node:
         )
         self.disk_free_gb = found.disk_free_gb
         await self._register()
-        info = await self.js.stream_info(AUDIT_STREAM)
-        log_end = info.state.last_seq
-        sub = await follow(self.js, AUDIT_STREAM, self._on_msg, filters=node_filter(self.node_id))
-        if (await sub.consumer_info()).num_pending == 0:
-            self.caught_up = True
-            await self._reconcile()
+        log_end = await self._rebuild()
+        await self._reconcile()
+        # Live, a node only needs what others tell it; its own reports it applies itself
+        # when it publishes them, which halves the messages it reads per task.
+        start = max(self.local.seq, log_end) + 1
+        await follow(self.js, AUDIT_STREAM, self._on_msg, filters=node_inbox_filter(self.node_id), start_seq=start)
         log.info(
             "node started",
             capacity=self.capacity,
@@ -122,6 +123,27 @@ class Node:
             await asyncio.gather(*self.running.values(), heartbeat, return_exceptions=True)
             await self.store.close()
             await self.nc.close()
+
+    async def _rebuild(self) -> int:
+        """Fold this node's whole history into a fresh local projection; return the log's
+        end as it was before reading, from where the live consumer may safely start."""
+        while True:
+            try:
+                log_end = (await self.js.stream_info(AUDIT_STREAM)).state.last_seq
+                break
+            except NotFoundError:
+                log.warning("the event streams do not exist yet; waiting for the coordinator")
+                await asyncio.sleep(2.0)
+
+        def fold(seq: int, msg: Msg) -> None:
+            try:
+                apply(self.local, decode(msg.data, msg.subject), seq)
+            except BadEvent:
+                pass
+
+        await read_stream(self.js, AUDIT_STREAM, fold, filters=node_filter(self.node_id))
+        await self.store.flush(self.local)
+        return log_end
 
     async def _add_docker(self) -> None:
         if not self.settings.docker:
@@ -158,29 +180,21 @@ class Node:
     async def _step(self) -> None:
         batch, self.inbox = self.inbox, []
         fresh: list[Event] = []
-        just_caught_up = False
         for msg in batch:
-            seq, pending = position(msg)
             try:
                 event = decode(msg.data, msg.subject)
             except BadEvent:
                 continue  # the coordinator records rejects; a node just skips them
-            apply(self.local, event, seq)
-            if self.caught_up:
-                fresh.append(event)
-            elif pending == 0:
-                self.caught_up = just_caught_up = True
+            apply(self.local, event, position(msg)[0])
+            fresh.append(event)
         if batch:
             self.unflushed = True
         if self.unflushed and time.monotonic() - self.flushed_at >= LOCAL_FLUSH_S:
             await self.store.flush(self.local)
             self.unflushed, self.flushed_at = False, time.monotonic()
-        if just_caught_up:
-            await self._reconcile()
         for event in fresh:
             await self._react(event)
-        if self.caught_up:
-            await self._maybe_drained()
+        await self._maybe_drained()
 
     async def _reconcile(self) -> None:
         for task in self.local.interrupted():
@@ -339,7 +353,9 @@ class Node:
         await self._report(event)
 
     async def _report(self, event: Event) -> None:
-        await self.publisher.publish_reliably(event)
+        seq = await self.publisher.publish_reliably(event)
+        apply(self.local, event, seq)
+        self.unflushed = True
 
     async def _telemetry(self, event: Event) -> None:
         # progress and heartbeats are best effort: a plain publish, no ack round trip

@@ -52,7 +52,7 @@ class NodeLocal:
 
 def apply(local: NodeLocal, event: Event, seq: int = 0) -> None:
     if seq:
-        local.seq = seq
+        local.seq = max(local.seq, seq)
     _apply(event, local)
 
 
