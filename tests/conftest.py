@@ -24,12 +24,16 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def cluster(nats_server: Server) -> Iterator[dict[str, Proc]]:
-    procs = {"coordinator": coordinator(nats_server).start()}
+    procs = {"coordinator": coordinator(nats_server)}
     for node_id in ("alpha", "beta"):
-        procs[node_id] = node(nats_server, node_id, "--max-tasks", "4", "--max-memory-gb", "8", "--no-docker").start()
-    yield procs
-    for proc in procs.values():
-        proc.stop()
+        procs[node_id] = node(nats_server, node_id, "--max-tasks", "4", "--max-memory-gb", "8", "--no-docker")
+    try:
+        for proc in procs.values():
+            proc.start()
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.stop()
 
 
 @pytest.fixture

@@ -21,14 +21,18 @@ from tests.cluster import Server, coordinator, hive, node
 def negotiation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = Server(tmp_path_factory.mktemp("negotiation")).start()
     procs = [
-        coordinator(server).start(),
-        node(server, "a", "--max-cpu", "1", "--max-memory-gb", "4", "--max-tasks", "4", "--no-docker").start(),
-        node(server, "b", "--max-cpu", "2", "--max-memory-gb", "8", "--max-tasks", "1", "--no-docker").start(),
+        coordinator(server),
+        node(server, "a", "--max-cpu", "1", "--max-memory-gb", "4", "--max-tasks", "4", "--no-docker"),
+        node(server, "b", "--max-cpu", "2", "--max-memory-gb", "8", "--max-tasks", "1", "--no-docker"),
     ]
-    yield server
-    for proc in procs:
-        proc.stop()
-    server.stop()
+    try:
+        for proc in procs:
+            proc.start()
+        yield server
+    finally:
+        for proc in procs:
+            proc.stop()
+        server.stop()
 
 
 @pytest.fixture
