@@ -91,7 +91,8 @@ class Api:
         return views.task_detail(task)
 
     async def nodes(self, body: dict[str, Any]) -> Any:
-        return [views.node_summary(self.state, n) for n in sorted(self.state.nodes.values(), key=lambda n: n.node_id)]
+        nodes = sorted(self.state.nodes.values(), key=lambda n: n.node_id)
+        return [views.node_summary(self.state, n, self.coordinator.live.get(n.node_id)) for n in nodes]
 
     async def validate(self, body: dict[str, Any]) -> Any:
         batch = [(str(t["task_id"]), [str(d) for d in t.get("after", [])]) for t in body.get("tasks", [])]

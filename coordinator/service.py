@@ -22,6 +22,7 @@ from coordinator.core import CoordinatorCore, CoreConfig
 from coordinator.state import ClusterState, TrustPolicy
 from coordinator.store import ProjectionStore
 from events.codec import BadEvent, decode
+from events.node import NodeHeartbeat
 from events.streams import ensure_streams
 from events.subjects import AUDIT_STREAM, heartbeat_filter
 from hive.bus import Publisher, connect, follow, position
@@ -52,6 +53,7 @@ class Coordinator:
         self.caught_up_to = 0
         self.rejected = 0
         self.seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.live: dict[str, NodeHeartbeat] = {}  # last heartbeat per node, for `hive nodes`
         self.unflushed = 0
         self.flushed_at = time.monotonic()
 
@@ -96,8 +98,13 @@ class Coordinator:
         self.wake.set()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        node_id = msg.subject.split(".")[2]
-        self.core.heartbeat(node_id, time.time())
+        try:
+            beat = decode(msg.data, msg.subject)
+        except BadEvent:
+            return  # telemetry: nothing to record, nothing to keep alive
+        if isinstance(beat, NodeHeartbeat):
+            self.core.heartbeat(beat.node_id, time.time())
+            self.live[beat.node_id] = beat
 
     async def _step(self, publisher: Publisher) -> None:
         batch, self.inbox = self.inbox, []

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from coordinator.state import ClusterState, NodeView, OpenRequest, TaskView
+from events.node import NodeHeartbeat
 
 
 def task_summary(task: TaskView) -> dict[str, Any]:
@@ -38,9 +39,19 @@ def task_detail(task: TaskView) -> dict[str, Any]:
     return msgspec.to_builtins(task)
 
 
-def node_summary(state: ClusterState, node: NodeView) -> dict[str, Any]:
+def node_summary(state: ClusterState, node: NodeView, beat: NodeHeartbeat | None = None) -> dict[str, Any]:
     available = node.available
+    live = None
+    if beat is not None:
+        live = {
+            "at": beat.ts,
+            "running": beat.running,
+            "cpu_percent": beat.cpu_percent,
+            "memory_used_gb": beat.memory_used_gb,
+            "gpus": msgspec.to_builtins(beat.gpus),
+        }
     return {
+        "live": live,
         "node_id": node.node_id,
         "state": node.state.value,
         "hostname": node.hostname,

@@ -67,7 +67,18 @@ def _res(r: dict[str, Any]) -> str:
 
 def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(nodes)} nodes", title_justify="left")
-    for col in ("NODE", "STATE", "RUNNING", "CAPACITY", "AVAILABLE", "EXECUTORS", "TRUST", "DONE/FAILED"):
+    for col in (
+        "NODE",
+        "STATE",
+        "RUNNING",
+        "CAPACITY",
+        "AVAILABLE",
+        "CPU%",
+        "EXECUTORS",
+        "TRUST",
+        "DONE/FAILED",
+        "SEEN",
+    ):
         table.add_column(col, overflow="fold")
     for n in nodes:
         table.add_row(
@@ -76,9 +87,11 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
             f"{n['running']}/{n['max_tasks']}",
             _res(n["capacity"]),
             _res(n["available"]),
+            f"{live['cpu_percent']:.0f}" if (live := n.get("live")) else "-",
             ",".join(n["executors"]),
             f"{n['trust']:g} ({n['trust_group']})",
             f"{n['completed']}/{n['failed']}",
+            ago(live["at"]) if live else "-",
         )
     return table
 
