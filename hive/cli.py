@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -44,6 +45,22 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
         raise typer.Exit(130) from None
     except BrokenPipeError:
         raise typer.Exit(0) from None
+
+
+def serve(main: Coroutine[Any, Any, Any]) -> None:
+    """Run a long-lived service until SIGINT or SIGTERM, then let it clean up."""
+
+    async def guarded() -> None:
+        task = asyncio.ensure_future(main)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    run(guarded())
 
 
 def quiet() -> None:
@@ -99,7 +116,7 @@ def coordinator(
         db or directory / "coordinator.db",
         CoreConfig(missed_heartbeats=missed_heartbeats, startup_grace_s=startup_grace),
     )
-    run(service.run())
+    serve(service.run())
 
 
 @app.command()
@@ -142,7 +159,7 @@ def node(
     except (msgspec.ValidationError, ValueError) as exc:
         render.err.print(f"error: bad node setting: {exc}")
         raise typer.Exit(1) from None
-    run(Node(resolve(server, "node", directory), settings).run())
+    serve(Node(resolve(server, "node", directory), settings).run())
 
 
 # -- writes -------------------------------------------------------------------------------

@@ -59,9 +59,13 @@ class Cluster:
             name = f"node-{i}"
             args = [*base, "node", "--id", name, "--max-tasks", str(self.max_tasks), "--handlers", "node.demo", *common]
             self._spawn(name, args, env, logs)
-        signal.signal(signal.SIGTERM, lambda *_: self._interrupt())
-        self._banner(logs)
+        # Ctrl-C and SIGTERM both end in the same orderly stop (also when started in the
+        # background, where a shell leaves SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
+            asyncio.run(self._wait_ready())
+            self._banner(logs)
             if demo:
                 from hive.demo import run_demo
 
@@ -81,6 +85,24 @@ class Cluster:
             await ensure_streams(nc.jetstream(timeout=10))
         finally:
             await nc.close()
+
+    async def _wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the coordinator answers and sees every node registered."""
+        from hive.client import HiveClient
+
+        async with await HiveClient.connect(self.url, self.data) as client:
+            deadline = time.monotonic() + timeout
+            while True:
+                self._watch()
+                try:
+                    nodes = await client.nodes()
+                    if sum(n["state"] == "active" for n in nodes) >= self.node_count:
+                        return
+                except HiveError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise HiveError(f"the cluster did not come up within {timeout:g}s; see {self.data / 'logs'}")
+                await asyncio.sleep(0.2)
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], logs: Path) -> None:
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
@@ -109,15 +131,12 @@ class Cluster:
                 render.err.print(f"{name} exited with code {code}; see {self.data / 'logs' / (name + '.log')}")
                 del self.children[name]
 
-    def _interrupt(self) -> None:
-        self.stopping = True
-
     def stop(self) -> None:
         order = sorted(self.children, key=lambda n: n == "coordinator")  # nodes first
         for name in order:
             proc = self.children[name]
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGTERM)
         for name in order:
             proc = self.children[name]
             try:

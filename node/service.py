@@ -116,11 +116,10 @@ class Node:
                 await self._step()
         finally:
             heartbeat.cancel()
+            await asyncio.shield(self._abandon_running())
             if self.unflushed:
                 await self.store.flush(self.local)
-            for task in self.running.values():
-                task.cancel()
-            await asyncio.gather(*self.running.values(), heartbeat, return_exceptions=True)
+            await asyncio.gather(heartbeat, return_exceptions=True)
             await self.store.close()
             await self.nc.close()
 
@@ -195,6 +194,27 @@ class Node:
         for event in fresh:
             await self._react(event)
         await self._maybe_drained()
+
+    async def _abandon_running(self) -> None:
+        """On shutdown: stop what runs and say so, so the coordinator requeues it at once
+        instead of after the heartbeat timeout."""
+        jobs = dict(self.running)
+        for job in jobs.values():
+            job.cancel()
+        await asyncio.gather(*jobs.values(), return_exceptions=True)
+        for task_id, attempt in jobs:
+            event = TaskFailed(
+                task_id=task_id,
+                node_id=self.node_id,
+                attempt=attempt,
+                reason="interrupted",
+                error=f"interrupted: node {self.node_id} shut down",
+                emitter=self.emitter,
+            )
+            try:
+                await self.publisher.publish_reliably(event, attempts=2, timeout=2.0)
+            except Exception:  # the server may be gone too; the heartbeat timeout covers it
+                log.warning("could not report an interrupted task", task_id=task_id)
 
     async def _reconcile(self) -> None:
         for task in self.local.interrupted():
