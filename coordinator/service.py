@@ -73,6 +73,7 @@ class Coordinator:
         api = Api(self, nc)
         await api.start()
         await follow(js, AUDIT_STREAM, self._on_msg, start_seq=state.seq + 1)
+        log.info("coordinator ready", api=True)
         if ready is not None:
             ready.set()
         try:

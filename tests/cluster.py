@@ -113,7 +113,7 @@ class Proc:
 
 
 def coordinator(server: Server, *extra: str) -> Proc:
-    return Proc("coordinator", ["coordinator", *extra], server, "coordinator starting")
+    return Proc("coordinator", ["coordinator", *extra], server, "coordinator ready")
 
 
 def node(server: Server, node_id: str, *extra: str) -> Proc:
