@@ -154,7 +154,3 @@ class Cluster:
             self.stopping = True
             render.out.print("stopped")
 
-
-def ensure(condition: bool, message: str) -> None:
-    if not condition:
-        raise HiveError(message)
