@@ -28,6 +28,7 @@ from hive.errors import HiveError, NotFound, Unreachable
 from hive.logread import read_stream
 
 TERMINAL = ("completed", "failed", "cancelled")
+ENDING_VERBS = frozenset({"completed", "failed", "cancelled"})
 ProgressFn = Callable[[float, str], None]
 
 
@@ -165,9 +166,13 @@ class HiveClient:
     ) -> dict[str, Any]:
         """Wait until the task is completed, failed for good or cancelled; return its view."""
         changed = asyncio.Event()
+        ending = False  # an attempt just ended: the projection is a moment behind the event
 
         async def on_msg(msg: Msg) -> None:
-            if ".progress." in msg.subject and on_progress is not None:
+            nonlocal ending
+            verb = msg.subject.split(".")[3] if msg.subject.count(".") >= 3 else ""
+            ending = ending or verb in ENDING_VERBS
+            if verb == "progress" and on_progress is not None:
                 try:
                     event = decode(msg.data)
                 except BadEvent:
@@ -183,7 +188,8 @@ class HiveClient:
                 task = await self.task(task_id)
                 if task["state"] in TERMINAL:
                     return task
-                left = 2.0 if deadline is None else min(2.0, deadline - time.monotonic())
+                pause = 0.02 if ending else 2.0
+                left = pause if deadline is None else min(pause, deadline - time.monotonic())
                 if left <= 0:
                     raise HiveError(f"task {task_id} still {task['state']} after {timeout:g}s")
                 try:
