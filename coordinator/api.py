@@ -123,6 +123,13 @@ class Api:
         ):
             rows = await cur.fetchall()
         changes = [dict(zip(("seq", "delta", "score", "task_id", "cause"), row, strict=True)) for row in rows]
+        stored = {c["seq"] for c in changes}
+        # changes applied but not flushed yet (flushes are batched) come from memory
+        changes += [
+            {"seq": c.seq, "delta": c.delta, "score": c.score, "task_id": c.task_id, "cause": c.cause}
+            for c in self.state.new_trust
+            if c.node_id == node_id and c.seq not in stored
+        ]
         return {
             "node_id": node_id,
             "score": node.trust,

@@ -159,6 +159,8 @@ def _(event: TaskSubmitted, state: ClusterState, seq: int) -> None:
     for dep in dict.fromkeys(event.spec.after):
         dep_view = state.tasks.get(dep)
         if dep_view is None:
+            # kept in waiting_on, so a reload (reindex) finds it doomed again
+            waiting.append(dep)
             state.doomed[task.task_id] = f"unknown dependency {dep}"
             continue
         state.dependents.setdefault(dep, set()).add(task.task_id)
@@ -270,7 +272,8 @@ def _(event: TaskCancelled, state: ClusterState, seq: int) -> None:
 @_apply.register
 def _(event: TaskRejected, state: ClusterState, seq: int) -> None:
     task = state.tasks.get(event.task_id)
-    if task is None or task.state in TERMINAL:
+    if task is None or task.state not in (TaskState.PENDING, TaskState.QUEUED):
+        state.ignored += 1  # only a submission that has not run yet can be refused
         return
     task.error = event.reason
     _move(state, task, TaskState.FAILED, event.ts)

@@ -76,12 +76,11 @@ async def rebuild(
     store = await ProjectionStore.open(db_path)
     state = ClusterState(trust)
     events = 0
-    pending: list[Msg] = []
+    pending: list[tuple[int, Msg]] = []
 
-    def fold(batch: list[Msg]) -> None:
+    def fold(batch: list[tuple[int, Msg]]) -> None:
         nonlocal events
-        for msg in batch:
-            seq = msg.metadata.sequence.stream
+        for seq, msg in batch:
             try:
                 event = decode(msg.data, msg.subject)
             except BadEvent as exc:
@@ -92,7 +91,7 @@ async def rebuild(
             events += 1
 
     async def sink(seq: int, msg: Msg) -> None:
-        pending.append(msg)
+        pending.append((seq, msg))
         if len(pending) >= FLUSH_EVERY:
             fold(pending)
             pending.clear()

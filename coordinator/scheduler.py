@@ -69,11 +69,13 @@ class ReadyIndex:
 
     def ordered(self, state: ClusterState) -> Iterator[TaskView]:
         stale = 0
+        yielded: set[str] = set()  # a task requeued with an equal key has two equal entries
         for key0, key1, task_id in self.entries:
             task = state.tasks[task_id]
-            if task_id not in state.queue or queue_key(task) != (key0, key1):
+            if task_id in yielded or task_id not in state.queue or queue_key(task) != (key0, key1):
                 stale += 1
                 continue
+            yielded.add(task_id)
             yield task
         if stale > 64 and stale * 2 > len(self.entries):
             self.entries = [e for e in self.entries if e[2] in state.queue and queue_key(state.tasks[e[2]]) == e[:2]]

@@ -36,7 +36,7 @@ ON_NODE = frozenset({TaskState.ASSIGNED, TaskState.RUNNING})
 # Legal transitions; anything else is ignored by the projection (and counted).
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.PENDING: frozenset({TaskState.QUEUED, TaskState.CANCELLED, TaskState.FAILED}),
-    TaskState.QUEUED: frozenset({TaskState.ASSIGNED, TaskState.CANCELLED, TaskState.PENDING}),
+    TaskState.QUEUED: frozenset({TaskState.ASSIGNED, TaskState.CANCELLED, TaskState.PENDING, TaskState.FAILED}),
     TaskState.ASSIGNED: frozenset(
         {TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED, TaskState.RETRYING}
         | {TaskState.CANCELLED, TaskState.QUEUED}
@@ -210,17 +210,13 @@ class ClusterState:
         self.doomed = {}
         for task in self.tasks.values():
             for dep in task.waiting_on:
-                self.dependents.setdefault(dep, set()).add(task.task_id)
                 dep_view = self.tasks.get(dep)
-                if (
-                    task.state == TaskState.PENDING
-                    and dep_view
-                    and dep_view.state
-                    in (
-                        TaskState.FAILED,
-                        TaskState.CANCELLED,
-                    )
-                ):
+                if dep_view is None:
+                    if task.state == TaskState.PENDING:
+                        self.doomed[task.task_id] = f"unknown dependency {dep}"
+                    continue
+                self.dependents.setdefault(dep, set()).add(task.task_id)
+                if task.state == TaskState.PENDING and dep_view.state in (TaskState.FAILED, TaskState.CANCELLED):
                     self.doomed[task.task_id] = f"dependency {dep} {dep_view.state}"
         self.next_order = max((t.order for t in self.tasks.values()), default=-1) + 1
 

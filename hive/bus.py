@@ -161,6 +161,8 @@ def position(msg: Msg) -> tuple[int, int]:
     tokens = (msg.reply or "").split(".")
     if len(tokens) == 9:
         return int(tokens[5]), int(tokens[8])
+    if len(tokens) >= 11:
+        return int(tokens[7]), int(tokens[10])
     meta = msg.metadata
     return meta.sequence.stream, meta.num_pending
 

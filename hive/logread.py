@@ -9,7 +9,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
-from hive.bus import follow
+from hive.bus import follow, position
 
 Sink = Callable[[int, Msg], Awaitable[None] | None]
 
@@ -32,8 +32,7 @@ async def read_stream(
 
     async def on_msg(msg: Msg) -> None:
         nonlocal count
-        meta = msg.metadata
-        seq = meta.sequence.stream
+        seq, pending = position(msg)
         if until_seq is not None and seq > until_seq:
             done.set()
             return
@@ -41,7 +40,7 @@ async def read_stream(
         result = sink(seq, msg)
         if result is not None:
             await result
-        if not live and (meta.num_pending == 0 or (until_seq is not None and seq >= until_seq)):
+        if not live and (pending == 0 or (until_seq is not None and seq >= until_seq)):
             done.set()
 
     try:

@@ -153,4 +153,3 @@ class Cluster:
         if not self.stopping:
             self.stopping = True
             render.out.print("stopped")
-

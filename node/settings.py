@@ -49,4 +49,9 @@ class NodeSettings(msgspec.Struct, kw_only=True):
             from node.service import default_node_id
 
             values["node_id"] = default_node_id()
-        return msgspec.convert(values, cls)
+        settings = msgspec.convert(values, cls)
+        if settings.max_tasks < 1:
+            raise ValueError("max tasks must be at least 1")
+        if settings.heartbeat_s <= 0:
+            raise ValueError("the heartbeat interval must be positive")
+        return settings

@@ -121,7 +121,9 @@ def node(server: Server, node_id: str, *extra: str) -> Proc:
     return Proc(node_id, args, server, "node started")
 
 
-def hive(server: Server, *args: str, timeout: float = 60.0, input_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def hive(
+    server: Server, *args: str, timeout: float = 60.0, input_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would."""
     env = server.env()
     env.update(input_env or {})

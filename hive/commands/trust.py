@@ -61,22 +61,27 @@ async def _trust(
     data: Path | None,
     as_json: bool,
 ) -> None:
-    # the client role: the auditor may not ask the coordinator for trust
-    async with await _client(server, data) as hive:
+    # reading is an auditor's right; a reset is an operator's (the client role)
+    async with await _client(server, data, "client" if reset else "auditor") as hive:
         report = await hive.request("trust", {"node_id": node_id})
         if reset:
             report = await _reset(hive, node_id, score, max((c["seq"] for c in report["changes"]), default=0))
+    if reset and not as_json:
+        render.out.print(f"trust of {node_id} reset to {report['reset']['score']:g}")
     _show(report, explain, as_json)
 
 
 async def _reset(hive: HiveClient, node_id: str, score: float | None, after_seq: int) -> dict[str, Any]:
-    """Ask for the reset, then wait until the projection has logged it (a reset change past ``after_seq``)."""
+    """Ask for the reset, then wait until the projection has logged it (a reset change past
+    ``after_seq``); the report then carries that change as ``reset``. Its score is the current
+    one, which work finished since the reset may already have moved."""
     await hive.request("trust_reset", {"node_id": node_id, "score": score})
     deadline = time.monotonic() + RESET_WAIT_S
     while True:
         report = await hive.request("trust", {"node_id": node_id})
-        if any(c["seq"] > after_seq and c["cause"] == RESET_CAUSE for c in report["changes"]):
-            return report
+        done = [c for c in report["changes"] if c["seq"] > after_seq and c["cause"] == RESET_CAUSE]
+        if done:
+            return report | {"reset": done[0]}
         if time.monotonic() > deadline:
             raise HiveError(f"trust reset of {node_id} sent, but the coordinator has not applied it yet")
         await asyncio.sleep(0.05)

@@ -39,8 +39,10 @@ def test_cli_failing_command_exits_nonzero(nats_server: Server, cluster: dict) -
 
 
 async def test_python_api_runs_on_both_nodes(client: HiveClient) -> None:
-    specs = [(f"spread-{i}-{time.time_ns()}", TaskSpec(executor="function", type="test_node", payload={"delay": 0.3}))
-             for i in range(8)]
+    specs = [
+        (f"spread-{i}-{time.time_ns()}", TaskSpec(executor="function", type="test_node", payload={"delay": 0.3}))
+        for i in range(8)
+    ]
     ids = await client.submit_many(specs)
     finals = await asyncio.gather(*(client.wait(t, timeout=30) for t in ids))
     assert {f["state"] for f in finals} == {"completed"}
@@ -49,7 +51,9 @@ async def test_python_api_runs_on_both_nodes(client: HiveClient) -> None:
 
 async def test_progress_events_arrive(client: HiveClient) -> None:
     seen: list[tuple[float, str]] = []
-    task_id = await client.submit(TaskSpec(executor="function", type="test_progress", payload={"steps": 4, "delay": 0.1}))
+    task_id = await client.submit(
+        TaskSpec(executor="function", type="test_progress", payload={"steps": 4, "delay": 0.1})
+    )
     final = await client.wait(task_id, lambda f, m: seen.append((f, m)), timeout=30)
     assert final["state"] == "completed"
     assert [f for f, _ in seen] == [0.25, 0.5, 0.75, 1.0]
@@ -69,11 +73,13 @@ async def test_too_large_request_stays_queued(client: HiveClient) -> None:
 async def test_dependencies_run_in_order(client: HiveClient) -> None:
     run = time.time_ns()
     a, b, c = (f"dep-{run}-{n}" for n in "abc")
-    await client.submit_many([
-        (a, TaskSpec(executor="function", type="sleep", payload={"seconds": 0.4, "steps": 1})),
-        (b, TaskSpec(executor="function", type="sleep", payload={"seconds": 0.1, "steps": 1}, after=[a])),
-        (c, TaskSpec(command=["true"], after=[a, b])),
-    ])
+    await client.submit_many(
+        [
+            (a, TaskSpec(executor="function", type="sleep", payload={"seconds": 0.4, "steps": 1})),
+            (b, TaskSpec(executor="function", type="sleep", payload={"seconds": 0.1, "steps": 1}, after=[a])),
+            (c, TaskSpec(command=["true"], after=[a, b])),
+        ]
+    )
     assert (await client.task(c))["state"] == "pending"
     finals = [await client.wait(t, timeout=30) for t in (a, b, c)]
     assert [f["state"] for f in finals] == ["completed"] * 3
@@ -85,11 +91,16 @@ async def test_cli_refuses_unknown_dependency_and_cycles(nats_server: Server, cl
     before = len(await client.tasks())
     done = hive(nats_server, "submit", "--after", "no-such-task", "--", "true")
     assert done.returncode == 1
-    assert done.stderr.strip() == "error: unknown dependency no-such-task (of task " + done.stderr.split("of task ")[1].strip()
+    assert (
+        done.stderr.strip()
+        == "error: unknown dependency no-such-task (of task " + done.stderr.split("of task ")[1].strip()
+    )
     run = time.time_ns()
     x, y = f"cyc-{run}-x", f"cyc-{run}-y"
     try:
-        await client.submit_many([(x, TaskSpec(command=["true"], after=[y])), (y, TaskSpec(command=["true"], after=[x]))])
+        await client.submit_many(
+            [(x, TaskSpec(command=["true"], after=[y])), (y, TaskSpec(command=["true"], after=[x]))]
+        )
         raise AssertionError("a cycle was accepted")
     except Exception as exc:  # HiveError
         assert "dependency cycle" in str(exc)
@@ -135,8 +146,9 @@ async def test_raw_nats_subscriber_sees_json_with_type(nats_server: Server, clie
         seen.append((msg.subject, msg.data))
 
     sub = await nc.subscribe(ALL_EVENTS, cb=collect)
-    ids = await client.submit_many([(f"raw-{time.time_ns()}-{i}", TaskSpec(executor="function", type="test_progress"))
-                                    for i in range(3)])
+    ids = await client.submit_many(
+        [(f"raw-{time.time_ns()}-{i}", TaskSpec(executor="function", type="test_progress")) for i in range(3)]
+    )
     for t in ids:
         await client.wait(t, timeout=30)
     await asyncio.sleep(0.3)

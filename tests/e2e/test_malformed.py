@@ -25,8 +25,11 @@ async def test_malformed_events_are_rejected_not_fatal(fresh_server: Server) -> 
                 (f"hive.task.{queued}.submitted", b"\x00\xffnot json"),
                 (f"hive.task.{queued}.submitted", b'{"type": "TaskSubmitted", "task_id": 5}'),
                 (f"hive.task.{queued}.submitted", b'{"type": "TaskExploded", "task_id": "x"}'),
-                (f"hive.task.{queued}.cancel_requested", b'[1, 2, 3]'),
-                ("hive.task.other.cancel_requested", json.dumps({"type": "TaskCancelRequested", "task_id": queued}).encode()),
+                (f"hive.task.{queued}.cancel_requested", b"[1, 2, 3]"),
+                (
+                    "hive.task.other.cancel_requested",
+                    json.dumps({"type": "TaskCancelRequested", "task_id": queued}).encode(),
+                ),
             ]
             for subject, data in bad:
                 await js.publish(subject, data)
