@@ -22,6 +22,7 @@ from coordinator.state import (
     TaskState,
     TaskView,
     TrustChange,
+    TrustPolicy,
 )
 from events.base import Event, Resources
 from events.negotiation import (
@@ -31,7 +32,7 @@ from events.negotiation import (
     ResourceGranted,
     ResourceRequested,
 )
-from events.node import NodeDrained, NodeDrainRequested, NodeLost, NodeRegistered, NodeTrustReset
+from events.node import NodeDrained, NodeDrainRequested, NodeLost, NodeRegistered, NodeTrustReset, TrustPolicySet
 from events.task import (
     TaskAssigned,
     TaskCancelled,
@@ -353,6 +354,19 @@ def _(event: NodeTrustReset, state: ClusterState, seq: int) -> None:
         return
     target = state.trust.initial if event.score is None else event.score
     _trust(state, event.node_id, target - node.trust, seq, None, "reset by operator")
+
+
+@_apply.register
+def _(event: TrustPolicySet, state: ClusterState, seq: int) -> None:
+    state.trust = TrustPolicy(
+        initial=event.initial,
+        success=event.success,
+        failure=event.failure,
+        high=event.high,
+        medium=event.medium,
+        floor=event.floor,
+    )
+    state.dirty_settings = True
 
 
 @_apply.register

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 from nats.aio.msg import Msg
 
@@ -22,7 +23,7 @@ from coordinator.core import CoordinatorCore, CoreConfig
 from coordinator.state import ClusterState, TrustPolicy
 from coordinator.store import ProjectionStore
 from events.codec import BadEvent, decode
-from events.node import NodeHeartbeat
+from events.node import NodeHeartbeat, TrustPolicySet
 from events.streams import ensure_streams
 from events.subjects import AUDIT_STREAM, heartbeat_filter
 from hive.bus import Publisher, connect, follow, position
@@ -54,6 +55,7 @@ class Coordinator:
         self.rejected = 0
         self.seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.live: dict[str, NodeHeartbeat] = {}  # last heartbeat per node, for `hive nodes`
+        self.policy_logged = False
         self.unflushed = 0
         self.flushed_at = time.monotonic()
 
@@ -62,7 +64,7 @@ class Coordinator:
         js = nc.jetstream(timeout=10)
         await ensure_streams(js)
         store = await ProjectionStore.open(self.db_path)
-        state = await store.load(ClusterState(self.trust))
+        state = await store.load(ClusterState())
         self.core = CoordinatorCore(state, self.config)
         self.store = store
         publisher = Publisher(js)
@@ -131,6 +133,10 @@ class Coordinator:
             self.unflushed, self.flushed_at = 0, time.monotonic()
         if state.seq < self.caught_up_to:
             return  # decide only on a state that has seen the whole log
+        if not self.policy_logged:
+            self.policy_logged = True
+            if state.trust != self.trust:  # the rules changed: log them so replay scores alike
+                await publisher.publish(TrustPolicySet(**msgspec.structs.asdict(self.trust), emitter="coordinator"))
         publisher.reap()
         for decision in self.core.decide(time.time()):
             await publisher.publish(decision)

@@ -189,6 +189,7 @@ class ClusterState:
         self.dirty_allocs: set[str] = set()
         self.dirty_requests: set[str] = set()
         self.new_trust: list[TrustChange] = []
+        self.dirty_settings = False
         self.ignored = 0
 
     def reindex(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from coordinator.state import Allocation, ClusterState, NodeView, OpenRequest, TaskView
+from coordinator.state import Allocation, ClusterState, NodeView, OpenRequest, TaskView, TrustPolicy
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -38,11 +38,12 @@ CREATE TABLE IF NOT EXISTS trust_changes (
 CREATE INDEX IF NOT EXISTS trust_changes_node ON trust_changes(node_id, seq);
 CREATE TABLE IF NOT EXISTS rejected (
     seq INTEGER PRIMARY KEY, subject TEXT NOT NULL, error TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoint (projection TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 
 # what `hive replay` compares; the checkpoint is where each copy stopped, not what it holds
-COMPARED_TABLES = ("tasks", "nodes", "allocations", "requests", "trust_changes", "rejected")
+COMPARED_TABLES = ("tasks", "nodes", "allocations", "requests", "trust_changes", "rejected", "settings")
 PROJECTION = "coordinator"
 
 _enc = msgspec.json.Encoder()
@@ -97,6 +98,10 @@ class ProjectionStore:
                     Allocation,
                 )
                 state.allocations[alloc.task_id] = alloc
+        async with self.db.execute("SELECT value FROM settings WHERE key = 'trust'") as cur:
+            row = await cur.fetchone()
+        if row:
+            state.trust = msgspec.json.decode(row[0], type=TrustPolicy)
         state.seq = await self.checkpoint()
         state.reindex()
         return state
@@ -172,6 +177,8 @@ class ProjectionStore:
                 "INSERT INTO trust_changes VALUES (?,?,?,?,?,?)",
                 [(c.seq, c.node_id, c.delta, c.score, c.task_id, c.cause) for c in state.new_trust],
             )
+        if state.dirty_settings:
+            await db.execute("INSERT OR REPLACE INTO settings VALUES ('trust', ?)", (_enc.encode(state.trust),))
         if self.rejected:
             await db.executemany("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", self.rejected)
         await db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", (PROJECTION, state.seq))
@@ -181,6 +188,7 @@ class ProjectionStore:
         state.dirty_allocs.clear()
         state.dirty_requests.clear()
         state.new_trust.clear()
+        state.dirty_settings = False
         self.rejected.clear()
 
 

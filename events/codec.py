@@ -19,6 +19,7 @@ from events.node import (
     NodeLost,
     NodeRegistered,
     NodeTrustReset,
+    TrustPolicySet,
 )
 from events.subjects import subject_for
 from events.task import (
@@ -51,6 +52,7 @@ AnyEvent = (
     | NodeDrained
     | NodeLost
     | NodeTrustReset
+    | TrustPolicySet
     | HelpRequested
     | GuidanceGiven
     | ResourceRequested

@@ -56,3 +56,15 @@ class NodeLost(Event, frozen=True, kw_only=True):
 class NodeTrustReset(Event, frozen=True, kw_only=True):
     node_id: str
     score: float | None = None
+
+
+class TrustPolicySet(Event, frozen=True, kw_only=True):
+    """The coordinator's trust rules, logged whenever they change, so that a replay scores
+    nodes with the rules that were in force (not with whatever the replaying process has)."""
+
+    initial: float
+    success: float
+    failure: float
+    high: float
+    medium: float
+    floor: float

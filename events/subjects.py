@@ -27,6 +27,7 @@ from events.node import (
     NodeLost,
     NodeRegistered,
     NodeTrustReset,
+    TrustPolicySet,
 )
 from events.task import (
     TaskAssigned,
@@ -74,6 +75,7 @@ NODE_VERBS: dict[type[Event], str] = {
     NodeLost: "lost",
     NodeTrustReset: "trust_reset",
 }
+COORDINATOR_VERBS: dict[type[Event], str] = {TrustPolicySet: "trust_policy"}
 TELEMETRY_TYPES: frozenset[type[Event]] = frozenset({TaskProgress, NodeHeartbeat})
 # events that never name a node in their subject, and those that always do
 _UNSCOPED = frozenset({TaskSubmitted, TaskCancelRequested, TaskRejected})
@@ -100,6 +102,8 @@ def _node_of(event: Event) -> str | None:
 
 def subject_for(event: Event) -> str:
     cls = type(event)
+    if cls in COORDINATOR_VERBS:
+        return f"{PREFIX}.coordinator.{COORDINATOR_VERBS[cls]}"
     if cls in NODE_VERBS:
         return f"{PREFIX}.node.{event.node_id}.{NODE_VERBS[cls]}"  # type: ignore[attr-defined]
     verb = TASK_VERBS[cls]
@@ -124,6 +128,8 @@ def _stream_subjects(telemetry: bool) -> list[str]:
     for cls, verb in NODE_VERBS.items():
         if (cls in TELEMETRY_TYPES) == telemetry:
             subjects.append(f"{PREFIX}.node.*.{verb}")
+    if not telemetry:
+        subjects += [f"{PREFIX}.coordinator.{verb}" for verb in COORDINATOR_VERBS.values()]
     return subjects
 
 

@@ -103,11 +103,14 @@ def coordinator(
     db: Annotated[Optional[Path], typer.Option(help="projection file (default: DATA/coordinator.db)")] = None,
     missed_heartbeats: Annotated[int, typer.Option(help="heartbeats a node may miss before it is lost")] = 3,
     startup_grace: Annotated[float, typer.Option(help="seconds nodes get to show up after a (re)start")] = 5.0,
+    trust_initial: Annotated[float, typer.Option(help="trust score of a new node (0..100)")] = 50.0,
+    trust_floor: Annotated[float, typer.Option(help="nodes below this score get no new work until reset")] = 10.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the coordinator: projections, scheduler, policies."""
     from coordinator.core import CoreConfig
     from coordinator.service import Coordinator
+    from coordinator.state import TrustPolicy
 
     logs.configure(log_level)
     directory = data_dir(data)
@@ -115,6 +118,7 @@ def coordinator(
         resolve(server, "coordinator", directory),
         db or directory / "coordinator.db",
         CoreConfig(missed_heartbeats=missed_heartbeats, startup_grace_s=startup_grace),
+        TrustPolicy(initial=trust_initial, floor=trust_floor),
     )
     serve(service.run())
 

@@ -203,3 +203,21 @@ def test_trust_errors_are_one_line(fresh_server: Server) -> None:
     finally:
         for proc in procs:
             proc.stop()
+
+
+async def test_configured_trust_rules_are_logged_and_replayed(fresh_server: Server) -> None:
+    coord = coordinator(fresh_server, "--trust-initial", "70", "--trust-floor", "20").start()
+    worker = node(fresh_server, "n1", "--no-docker").start()
+    try:
+        report = json.loads(hive(fresh_server, "trust", "n1", "--json").stdout)
+        assert report["score"] == 70 and report["group"] == "medium" and report["initial"] == 70
+        events = hive(fresh_server, "events", "hive.coordinator.>", "--json").stdout.splitlines()
+        assert [json.loads(e)["type"] for e in events] == ["TrustPolicySet"]
+        replayed = json.loads(hive(fresh_server, "replay", "--json").stdout)
+        assert replayed["matches"] is True, replayed
+        coord.stop()
+        coord.start()  # same rules again: nothing new is logged
+        assert len(hive(fresh_server, "events", "hive.coordinator.>", "--json").stdout.splitlines()) == 1
+    finally:
+        worker.stop()
+        coord.stop()

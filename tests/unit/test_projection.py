@@ -85,3 +85,12 @@ def test_reindex_rebuilds_derived_indexes() -> None:
     queue, doomed, retrying = set(state.queue), dict(state.doomed), set(state.retrying)
     state.reindex()
     assert (state.queue, state.doomed, state.retrying) == (queue, doomed, retrying)
+
+
+def test_trust_rules_come_from_the_log() -> None:
+    from events.node import TrustPolicySet
+
+    rules = TrustPolicySet(initial=70, success=1, failure=-10, high=90, medium=60, floor=30)
+    state = fold(rules, register("n1"), submit("t1"), assign("t1", "n1"), fail("t1", "n1"))
+    assert state.trust.initial == 70 and state.nodes["n1"].trust == 60
+    assert state.trust.group(60) == "medium"
