@@ -73,6 +73,7 @@ class TaskContext:
         self.node_id = node_id
         self.spec = spec
         self._workspace = workspace
+        self.workspace_used = False
         self.gpus = gpus
         self._emit_telemetry = emit_telemetry
         self._emit = emit
@@ -83,7 +84,9 @@ class TaskContext:
     def workspace(self) -> Path:
         """This attempt's scratch directory, made on first use (most handlers never touch
         one, and a mkdir per task is measurable at thousands of tasks per second)."""
-        self._workspace.mkdir(parents=True, exist_ok=True)
+        if not self.workspace_used:
+            self._workspace.mkdir(parents=True, exist_ok=True)
+            self.workspace_used = True
         return self._workspace
 
     @property

@@ -347,7 +347,7 @@ class Node:
         except Exception as exc:  # an executor bug must not take the node down
             log.exception("executor failed")
             outcome = Outcome.failure(f"executor error: {type(exc).__name__}: {exc}")
-        if outcome.ok and workspace.exists():
+        if outcome.ok and ctx.workspace_used:
             outcome.outputs = await upload_outputs(self.js, task.task_id, workspace / "out")
         await self._finish(task, outcome, time.monotonic() - started)
 
