@@ -36,10 +36,6 @@ class Reservation(msgspec.Struct, kw_only=True):
     gpus: list[int] = []
 
 
-def effective_priority(task: TaskView, now: float) -> float:
-    return task.spec.priority + max(0.0, now - task.queued_at) / AGING_S
-
-
 def queue_key(task: TaskView) -> tuple[float, int]:
     """Sort key of the ready queue. Effective priority is ``priority + (now - queued_at) /
     AGING_S``; ``now`` is the same for every task, so the order is fixed when a task is

@@ -9,7 +9,6 @@ view as JSON, which is what a load decodes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 import msgspec
@@ -190,18 +189,3 @@ class ProjectionStore:
         state.new_trust.clear()
         state.dirty_settings = False
         self.rejected.clear()
-
-
-async def table_rows(path: str | Path, table: str) -> list[tuple[Any, ...]]:
-    async with aiosqlite.connect(str(path)) as db, db.execute(f"SELECT * FROM {table} ORDER BY 1, 2") as cur:
-        return list(await cur.fetchall())
-
-
-async def table_counts(path: str | Path) -> dict[str, int]:
-    counts = {}
-    async with aiosqlite.connect(str(path)) as db:
-        for table in COMPARED_TABLES:
-            async with db.execute(f"SELECT count(*) FROM {table}") as cur:
-                row = await cur.fetchone()
-                counts[table] = int(row[0]) if row else 0
-    return counts

@@ -82,7 +82,3 @@ def decode(data: bytes, subject: str | None = None) -> Event:
     if subject is not None and subject_for(event) != subject:
         raise BadEvent(f"event {type(event).__name__} does not belong on {subject}")
     return event
-
-
-def to_builtins(event: Event) -> dict:
-    return msgspec.to_builtins(event)

@@ -112,10 +112,6 @@ def subject_for(event: Event) -> str:
     return f"{base}.{node}" if node else base
 
 
-def stream_for(event: Event) -> str:
-    return TELEMETRY_STREAM if type(event) in TELEMETRY_TYPES else AUDIT_STREAM
-
-
 def _stream_subjects(telemetry: bool) -> list[str]:
     subjects = []
     for cls, verb in TASK_VERBS.items():
@@ -153,18 +149,9 @@ def node_inbox_filter(node_id: str) -> list[str]:
     return [f"{PREFIX}.task.*.{verb}.{node_id}" for verb in verbs] + [f"{PREFIX}.node.{node_id}.*"]
 
 
-def progress_filter(task_id: str) -> str:
-    return f"{PREFIX}.task.{task_id}.progress.*"
-
-
 def heartbeat_filter() -> str:
     return f"{PREFIX}.node.*.heartbeat"
 
 
 def api_subject(verb: str) -> str:
     return f"{API_PREFIX}.{verb}"
-
-
-def node_control_subject(node_id: str) -> str:
-    """Core-NATS request subject a node answers (live state; not an event)."""
-    return f"{API_PREFIX}.node.{node_id}"
