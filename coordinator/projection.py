@@ -18,20 +18,12 @@ from coordinator.state import (
     ClusterState,
     NodeState,
     NodeView,
-    OpenRequest,
     TaskState,
     TaskView,
     TrustChange,
     TrustPolicy,
 )
 from events.base import Event, Resources
-from events.negotiation import (
-    GuidanceGiven,
-    HelpRequested,
-    ResourceDenied,
-    ResourceGranted,
-    ResourceRequested,
-)
 from events.node import NodeDrained, NodeDrainRequested, NodeLost, NodeRegistered, NodeTrustReset, TrustPolicySet
 from events.task import (
     TaskAssigned,
@@ -51,8 +43,6 @@ NO_FAULT_REASONS = frozenset({"preempted", "interrupted", "guidance"})
 NO_RETRY_REASONS = frozenset({"guidance"})
 OUTPUT_TAIL = 4096
 QUEUE_LOG_MAX = 1_000_000  # nobody drains it during a replay; the scheduler rebuilds past this
-# guidance that leaves the request open: the task stays blocked on it
-WAITING_ACTIONS = frozenset({"wait", "ask_operator"})
 
 
 def apply(state: ClusterState, event: Event, seq: int = 0) -> None:
@@ -369,87 +359,5 @@ def _(event: TrustPolicySet, state: ClusterState, seq: int) -> None:
     state.dirty_settings = True
 
 
-@_apply.register
-def _(event: HelpRequested, state: ClusterState, seq: int) -> None:
-    task = _current(state, event.task_id, event.node_id, event.attempt)
-    if task is None or event.request_id in state.requests:
-        return
-    state.requests[event.request_id] = OpenRequest(
-        request_id=event.request_id,
-        task_id=event.task_id,
-        node_id=event.node_id,
-        attempt=event.attempt,
-        kind="help",
-        asked_at=event.ts,
-        problem=event.problem,
-        help_kind=event.kind,
-        details=event.details,
-    )
-    state.dirty_requests.add(event.request_id)
-    task.blocked_on = event.request_id
-    state.dirty_tasks.add(task.task_id)
-
-
-@_apply.register
-def _(event: ResourceRequested, state: ClusterState, seq: int) -> None:
-    task = _current(state, event.task_id, event.node_id, event.attempt)
-    if task is None or event.request_id in state.requests:
-        return
-    state.requests[event.request_id] = OpenRequest(
-        request_id=event.request_id,
-        task_id=event.task_id,
-        node_id=event.node_id,
-        attempt=event.attempt,
-        kind="resource",
-        asked_at=event.ts,
-        problem=event.reason,
-        resource=event.resource,
-        amount=event.amount,
-    )
-    state.dirty_requests.add(event.request_id)
-
-
-def _answer(state: ClusterState, request_id: str | None, answer: str, final: bool = True) -> OpenRequest | None:
-    request = state.requests.get(request_id or "")
-    if request is None or request.state == "answered":
-        return None
-    request.state = "answered" if final else "waiting_operator"
-    request.answer = answer
-    state.dirty_requests.add(request.request_id)
-    return request
-
-
-@_apply.register
-def _(event: GuidanceGiven, state: ClusterState, seq: int) -> None:
-    final = event.action not in WAITING_ACTIONS
-    request = _answer(state, event.request_id, f"{event.action}: {event.message}".strip(": "), final)
-    task = state.tasks.get(event.task_id)
-    if task is None or request is None or not final:
-        return
-    if task.blocked_on == request.request_id:
-        task.blocked_on = None
-        state.dirty_tasks.add(task.task_id)
-    if event.action == "retry" and task.state in ON_NODE and task.attempt == request.attempt:
-        state.reassign_wanted[task.task_id] = request.attempt
-
-
-@_apply.register
-def _(event: ResourceGranted, state: ClusterState, seq: int) -> None:
-    request = _answer(state, event.request_id, f"granted {event.amount:g} {event.resource}")
-    task = state.tasks.get(event.task_id)
-    alloc = state.allocations.get(event.task_id)
-    if request is None or task is None or alloc is None or alloc.node_id != event.node_id:
-        return
-    extra = Resources.of(event.resource, event.amount)
-    alloc.resources = alloc.resources + extra
-    task.extra = task.extra + extra
-    node = state.nodes[alloc.node_id]
-    node.allocated = node.allocated + extra
-    state.dirty_allocs.add(task.task_id)
-    state.dirty_nodes.add(node.node_id)
-    state.dirty_tasks.add(task.task_id)
-
-
-@_apply.register
-def _(event: ResourceDenied, state: ClusterState, seq: int) -> None:
-    _answer(state, event.request_id, f"denied: {event.reason}")
+# the negotiation part of the fold lives in its own module; importing it registers it
+from coordinator import projection_requests  # noqa: E402, F401

@@ -15,8 +15,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from events.base import Resources
-from events.codec import BadEvent, decode
-from events.subjects import ALL_EVENTS, AUDIT_STREAM, TELEMETRY_STREAM
+from events.subjects import AUDIT_STREAM
 from events.task import TaskSpec
 from hive import logs, render
 from hive.client import TERMINAL, HiveClient
@@ -373,103 +372,6 @@ def nodes(server: Server = None, data: Data = None, as_json: Json = False) -> No
     run(go())
 
 
-@app.command()
-def events(
-    subject_filter: Annotated[str, typer.Argument(help="subject filter, e.g. 'hive.task.T.>'")] = ALL_EVENTS,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events")] = False,
-    server: Server = None,
-    data: Data = None,
-    as_json: Json = False,
-) -> None:
-    """Print logged events (audit and telemetry), optionally following the log."""
-    quiet()
-    from hive.logread import read_stream
-
-    def line(stream: str, seq: int, msg: Any) -> str:
-        try:
-            event = decode(msg.data)
-        except BadEvent:
-            raw = msg.data[:200].decode("utf-8", "replace")
-            if as_json:
-                return json.dumps({"seq": seq, "stream": stream, "subject": msg.subject, "invalid": raw})
-            return f"{seq:>7} {'':12} INVALID {msg.subject} {raw[:80]!r}"
-        if as_json:
-            return json.dumps(msgspec.to_builtins(event) | {"seq": seq, "stream": stream, "subject": msg.subject})
-        tag = "" if stream == AUDIT_STREAM else "t"
-        return f"{tag}{seq:>7} {render.clock(event.ts)} {type(event).__name__:<18} {msg.subject}  {render.event_summary(event)}"
-
-    async def go() -> None:
-        queue: asyncio.Queue[tuple[float, str, int, Any]] = asyncio.Queue()
-
-        def sink(stream: str) -> Any:
-            def put(seq: int, msg: Any) -> None:
-                ts = msg.metadata.timestamp.timestamp() if msg.metadata.timestamp else 0.0
-                queue.put_nowait((ts, stream, seq, msg))
-
-            return put
-
-        async with await _client(server, data, "auditor") as hive:
-            readers = [
-                asyncio.create_task(read_stream(hive.js, stream, sink(stream), filters=[subject_filter], live=follow))
-                for stream in (AUDIT_STREAM, TELEMETRY_STREAM)
-            ]
-            if not follow:
-                await asyncio.gather(*readers)
-                items = sorted(queue.get_nowait() for _ in range(queue.qsize()))
-                print("\n".join(line(stream, seq, msg) for _, stream, seq, msg in items))
-                return
-            try:
-                while True:
-                    _, stream, seq, msg = await queue.get()
-                    print(line(stream, seq, msg), flush=True)
-            finally:
-                for reader in readers:
-                    reader.cancel()
-
-    run(go())
-
-
-@app.command()
-def replay(
-    db: Annotated[Optional[Path], typer.Option(help="fresh projection file to build (default: DATA/replay.db)")] = None,
-    live: Annotated[
-        Optional[Path], typer.Option(help="live projection to compare with (default: DATA/coordinator.db)")
-    ] = None,
-    server: Server = None,
-    data: Data = None,
-    as_json: Json = False,
-) -> None:
-    """Rebuild the projections from sequence 0 and compare with the live ones."""
-    quiet()
-    from coordinator.replay import replay_and_compare
-
-    directory = data_dir(data)
-
-    async def go() -> int:
-        async with await _client(server, data, "auditor") as hive:
-            report = await replay_and_compare(
-                hive.js, db or directory / "replay.db", live or directory / "coordinator.db"
-            )
-        if as_json:
-            render.emit_json(msgspec.to_builtins(report))
-        else:
-            render.out.print(
-                f"replayed {report.events} events up to seq {report.last_seq} in {report.seconds:.2f}s "
-                f"({report.events_per_s:,.0f} events/s) into {report.db}"
-            )
-            for table, count in report.counts.items():
-                render.out.print(f"  {table:<14} {count}")
-            if report.matches is True:
-                render.out.print(f"matches the live projection {report.compared_with}")
-            elif report.matches is False:
-                render.out.print(f"DIFFERS from the live projection {report.compared_with}:")
-                for line in report.differences:
-                    render.out.print(f"  {line}")
-        return 0 if report.matches is not False else 1
-
-    raise typer.Exit(run(go()))
-
-
 def main() -> None:
     app()
 
@@ -478,4 +380,4 @@ __all__ = ["TERMINAL", "app", "main"]
 
 
 # command groups in their own modules register on `app` when imported
-from hive.commands import negotiate, results, trust  # noqa: E402, F401
+from hive.commands import log, negotiate, results, trust  # noqa: E402, F401

@@ -36,6 +36,7 @@ from node.context import Outcome, TaskContext
 from node.executors import Executor
 from node.executors.function import FunctionExecutor
 from node.executors.process import ProcessExecutor
+from node.negotiation import Negotiator
 from node.resources import fingerprint, gpu_usage, offered, utilisation
 from node.results import upload_outputs
 from node.settings import NodeSettings
@@ -54,7 +55,7 @@ def default_node_id() -> str:
     return host or f"node-{os.getpid()}"
 
 
-class Node:
+class Node(Negotiator):
     def __init__(self, target: Target, settings: NodeSettings) -> None:
         self.target = target
         self.settings = settings
@@ -242,45 +243,10 @@ class Node:
         elif isinstance(event, GuidanceGiven):
             self._guided(event)
         elif isinstance(event, (ResourceGranted, ResourceDenied)):
-            waiter = self.waiters.get(event.request_id)
-            if waiter is not None and not waiter[1].done():
-                if isinstance(event, ResourceGranted):
-                    extra = Resources.of(event.resource, event.amount)
-                    self.extra[waiter[0]] = self.extra.get(waiter[0], Resources()) + extra
-                    self.allocated = self.allocated + extra
-                waiter[1].set_result(event)
+            self._answered(event)
         elif isinstance(event, NodeLost) and self.local.lost_at > self.registered_at:
             log.warning("declared lost by the coordinator; registering again")
             await self._register()
-
-    def _guided(self, event: GuidanceGiven) -> None:
-        waiter = self.waiters.get(event.request_id or "")
-        if waiter is None or waiter[1].done():
-            return
-        key, future = waiter
-        task_id = key[0]
-        if event.action in ("skip", "fail"):
-            # the node carries these out itself, whatever the handler would do
-            self.forced[key] = (
-                Outcome(ok=True, skipped=True, result={"skipped": event.message})
-                if event.action == "skip"
-                else Outcome.failure(f"failed on guidance: {event.message}", reason="guidance")
-            )
-            self._stop(*key)
-        elif event.action in ("continue", "retry"):
-            future.set_result(event)
-        else:
-            log.info("guidance: keep waiting", task_id=task_id, action=event.action, message=event.message)
-
-    async def _ask(self, event: Event, timeout: float) -> Event:
-        request_id: str = event.request_id  # type: ignore[attr-defined]
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self.waiters[request_id] = ((event.task_id, event.attempt), future)  # type: ignore[attr-defined]
-        try:
-            await self._report(event)
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self.waiters.pop(request_id, None)
 
     def _start(self, task: LocalTask) -> None:
         key = (task.task_id, task.attempt)

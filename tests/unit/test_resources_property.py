@@ -500,7 +500,14 @@ def tally(seen: Counter[str], world: World) -> None:
 def test_resource_accounting() -> None:
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    # derandomized: the same examples every run, so the coverage guard below cannot flake
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(configs=st.lists(NODE_CONFIG, min_size=3, max_size=3), actions=st.lists(ACTION, min_size=20, max_size=80))
     def accounting_holds(configs: list[dict[str, Any]], actions: list[tuple[Any, ...]]) -> None:
         with tempfile.TemporaryDirectory() as directory:
