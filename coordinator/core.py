@@ -18,6 +18,7 @@ from coordinator.projection import apply
 from coordinator.scheduler import ReadyIndex, Reservation, place
 from coordinator.state import ON_NODE, ClusterState, NodeState
 from events.base import Event
+from events.negotiation import ResourceGranted
 from events.node import NodeLost
 from events.task import TaskAssigned, TaskCancelled, TaskFailed, TaskReassigned
 
@@ -80,8 +81,8 @@ class CoordinatorCore:
         out += self._lost_work()
         out += self._cancellations()
         out += self._retries(now)
-        out += answer_requests(self.state, now, EMITTER, self.policy)
         out = [e for e in out if self._track(e, now)]
+        out += self._track_answers(answer_requests(self.state, now, EMITTER, self.policy), now)
         placed = place(self.state, now, self.reserved, EMITTER, busy=self.keys, index=self.ready)
         for assignment in placed:
             tracked = self._track(assignment, now)
@@ -107,6 +108,21 @@ class CoordinatorCore:
         self.keys[key] = event.id
         self.inflight[event.id] = _Inflight(key, now, event)
         return True
+
+    def _track_answers(self, answers: list[Event], now: float) -> list[Event]:
+        """A grant that preempts goes out only if every preemption did: a victim with
+        another decision in flight would otherwise keep its resources and the node would
+        be promised more than it has."""
+        out: list[Event] = []
+        requeued: set[str] = set()
+        for event in answers:
+            if isinstance(event, ResourceGranted) and not set(event.preempted) <= requeued:
+                continue  # asked again next round, when the victims are settled
+            if self._track(event, now):
+                out.append(event)
+                if isinstance(event, TaskReassigned):
+                    requeued.add(event.task_id)
+        return out
 
     def _forget(self, pending: _Inflight) -> None:
         self.keys.pop(pending.key, None)

@@ -105,3 +105,26 @@ def test_resource_denied_when_nothing_can_free_it() -> None:
     )
     [d] = answers(state)
     assert isinstance(d, ResourceDenied) and "in all" in d.reason
+
+
+def test_core_holds_a_preempting_grant_while_a_victim_is_busy() -> None:
+    from coordinator.core import CoordinatorCore
+
+    state = fold(
+        register("n1", memory_gb=8),
+        submit("low", priority=1, resources=Resources(memory_gb=6)),
+        submit("t", priority=5, resources=Resources(memory_gb=1)),
+        assign("low", "n1"),
+        assign("t", "n1"),
+        resource_event("t", "n1", "memory_gb", 4),
+    )
+    core = CoordinatorCore(state)
+    core.keys["low"] = "some-decision-in-flight"  # e.g. a cancel of the victim not yet back
+    decided = core.decide(now=1e9)
+    assert not [e for e in decided if isinstance(e, (ResourceGranted, TaskReassigned))]
+    del core.keys["low"]
+    decided = core.decide(now=1e9 + 1)
+    assert [type(e).__name__ for e in decided if isinstance(e, (ResourceGranted, TaskReassigned))] == [
+        "TaskReassigned",
+        "ResourceGranted",
+    ]
