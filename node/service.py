@@ -89,8 +89,9 @@ class Node(Negotiator):
             found, self.settings.max_cpu, self.settings.max_memory_gb, self.settings.gpus
         )
         self.disk_free_gb = found.disk_free_gb
+        log_end = await self._wait_for_streams()
         await self._register()
-        log_end = await self._rebuild()
+        await self._rebuild()
         await self._reconcile()
         # Live, a node only needs what others tell it; its own reports it applies itself
         # when it publishes them, which halves the messages it reads per task.
@@ -124,16 +125,21 @@ class Node(Negotiator):
             await self.store.close()
             await self.nc.close()
 
-    async def _rebuild(self) -> int:
-        """Fold this node's whole history into a fresh local projection; return the log's
-        end as it was before reading, from where the live consumer may safely start."""
+    async def _wait_for_streams(self) -> int:
+        """The log's end before this node reads or writes anything: from there the live
+        consumer may safely start. Waits (saying so once) until the coordinator made the streams."""
+        warned = False
         while True:
             try:
-                log_end = (await self.js.stream_info(AUDIT_STREAM)).state.last_seq
-                break
+                return (await self.js.stream_info(AUDIT_STREAM)).state.last_seq
             except NotFoundError:
-                log.warning("the event streams do not exist yet; waiting for the coordinator")
-                await asyncio.sleep(2.0)
+                if not warned:
+                    log.warning("the event streams do not exist yet; waiting for the coordinator")
+                    warned = True
+                await asyncio.sleep(1.0)
+
+    async def _rebuild(self) -> None:
+        """Fold this node's whole history into a fresh local projection."""
 
         def fold(seq: int, msg: Msg) -> None:
             try:
@@ -143,7 +149,6 @@ class Node(Negotiator):
 
         await read_stream(self.js, AUDIT_STREAM, fold, filters=node_filter(self.node_id))
         await self.store.flush(self.local)
-        return log_end
 
     async def _add_docker(self) -> None:
         if not self.settings.docker:

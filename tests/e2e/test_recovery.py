@@ -187,3 +187,18 @@ async def test_drain_finishes_work_then_leaves(fresh_server: Server) -> None:
     finally:
         drained.stop()
         coord.stop()
+
+
+def test_node_started_before_the_coordinator_waits_then_joins(fresh_server: Server) -> None:
+    early = node(fresh_server, "early", "--no-docker").start(wait=False)
+    coord = coordinator(fresh_server)
+    try:
+        early.wait_for_log("waiting for the coordinator", 20)
+        coord.start()
+        early.wait_for_log("node started", 20)
+        assert early.text().count("waiting for the coordinator") == 1
+        nodes = json.loads(hive(fresh_server, "nodes", "--json").stdout)
+        assert [(n["node_id"], n["state"]) for n in nodes] == [("early", "active")]
+    finally:
+        early.stop()
+        coord.stop()
