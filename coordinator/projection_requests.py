@@ -5,8 +5,10 @@ time from events only, and whatever does not fit the current state changes nothi
 
 from __future__ import annotations
 
+from typing import Any
+
 from coordinator.projection import _apply, _current
-from coordinator.state import ON_NODE, ClusterState, OpenRequest
+from coordinator.state import ON_NODE, ClusterState, OpenRequest, TaskView
 from events.base import Resources
 from events.negotiation import GuidanceGiven, HelpRequested, ResourceDenied, ResourceGranted, ResourceRequested
 
@@ -14,44 +16,35 @@ from events.negotiation import GuidanceGiven, HelpRequested, ResourceDenied, Res
 WAITING_ACTIONS = frozenset({"wait", "ask_operator"})
 
 
-@_apply.register
-def _(event: HelpRequested, state: ClusterState, seq: int) -> None:
+def _open(state: ClusterState, event: HelpRequested | ResourceRequested, kind: str, **fields: Any) -> TaskView | None:
+    """Record a request of the task's live attempt (once); the task, or None if ignored."""
     task = _current(state, event.task_id, event.node_id, event.attempt)
     if task is None or event.request_id in state.requests:
-        return
+        return None
     state.requests[event.request_id] = OpenRequest(
         request_id=event.request_id,
         task_id=event.task_id,
         node_id=event.node_id,
         attempt=event.attempt,
-        kind="help",
+        kind=kind,
         asked_at=event.ts,
-        problem=event.problem,
-        help_kind=event.kind,
-        details=event.details,
+        **fields,
     )
     state.dirty_requests.add(event.request_id)
-    task.blocked_on = event.request_id
-    state.dirty_tasks.add(task.task_id)
+    return task
+
+
+@_apply.register
+def _(event: HelpRequested, state: ClusterState, seq: int) -> None:
+    task = _open(state, event, "help", problem=event.problem, help_kind=event.kind, details=event.details)
+    if task is not None:
+        task.blocked_on = event.request_id
+        state.dirty_tasks.add(task.task_id)
 
 
 @_apply.register
 def _(event: ResourceRequested, state: ClusterState, seq: int) -> None:
-    task = _current(state, event.task_id, event.node_id, event.attempt)
-    if task is None or event.request_id in state.requests:
-        return
-    state.requests[event.request_id] = OpenRequest(
-        request_id=event.request_id,
-        task_id=event.task_id,
-        node_id=event.node_id,
-        attempt=event.attempt,
-        kind="resource",
-        asked_at=event.ts,
-        problem=event.reason,
-        resource=event.resource,
-        amount=event.amount,
-    )
-    state.dirty_requests.add(event.request_id)
+    _open(state, event, "resource", problem=event.reason, resource=event.resource, amount=event.amount)
 
 
 def _answer(state: ClusterState, request_id: str | None, answer: str, final: bool = True) -> OpenRequest | None:
