@@ -21,9 +21,11 @@ from coordinator import views
 from coordinator.dag import check_dependencies
 from coordinator.state import OpenRequest
 from events.base import Event
+from events.codec import BadEvent, check_outgoing
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeTrustReset
 from events.subjects import api_subject
+from events.validation import too_deep
 from hive.bus import Publisher
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("hive.coordinator.api")
 
 OPERATOR_ACTIONS = ("retry", "skip", "wait", "fail", "continue")
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a batch check of thousands of tasks fits
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -66,6 +69,8 @@ class Api:
     async def _serve(self, msg: Msg) -> None:
         verb = msg.subject.rsplit(".", 1)[-1]
         try:
+            if len(msg.data) > MAX_REQUEST_BYTES or too_deep(msg.data):
+                raise ApiError(f"request over {MAX_REQUEST_BYTES} bytes or nested too deep")
             body = msgspec.json.decode(msg.data) if msg.data else {}
             if not isinstance(body, dict):
                 raise ApiError("request body must be a JSON object")
@@ -73,9 +78,15 @@ class Api:
                 await self.coordinator.wait_for_seq(int(body["min_seq"]))
             reply = {"ok": True, "data": await self.handlers[verb](body)}
         except (ApiError, msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
-            reply = {"ok": False, "error": str(exc)}
+            reply = {"ok": False, "error": str(exc)[:500]}
+        except Exception as exc:  # a request must never take the coordinator down
+            log.exception("request failed", verb=verb)
+            reply = {"ok": False, "error": f"internal error: {type(exc).__name__}"}
         if msg.reply:
-            await msg.respond(msgspec.json.encode(reply))
+            try:
+                await msg.respond(msgspec.json.encode(reply))
+            except Exception as exc:  # e.g. a reply over the max payload
+                log.warning("could not reply", verb=verb, error=str(exc)[:200])
 
     @property
     def state(self):
@@ -168,7 +179,11 @@ class Api:
         return max(waiting, key=lambda r: r.asked_at)
 
     async def _decide(self, event: Event) -> dict[str, Any]:
-        await self.publisher.publish_reliably(event, attempts=3)
+        try:
+            data = check_outgoing(event)
+        except BadEvent as exc:
+            raise ApiError(str(exc)) from None
+        await self.publisher.publish_reliably(event, attempts=3, data=data)
         return {"task_id": getattr(event, "task_id", None), "event_id": event.id}
 
     async def guide(self, body: dict[str, Any]) -> Any:

@@ -16,8 +16,9 @@ import msgspec
 from coordinator.policies import DEFAULT, PolicyConfig, answer_requests
 from coordinator.projection import apply
 from coordinator.scheduler import ReadyIndex, Reservation, place
-from coordinator.state import ON_NODE, ClusterState, NodeState
+from coordinator.state import ON_NODE, ClusterState, NodeState, NodeView
 from events.base import Event
+from events.limits import clip
 from events.negotiation import ResourceGranted
 from events.node import NodeLost
 from events.task import TaskAssigned, TaskCancelled, TaskFailed, TaskReassigned
@@ -32,6 +33,9 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_heartbeats_per_s: float = 200.0
     # after a coordinator (re)start, nodes get this long to show up before being lost
     startup_grace_s: float = 5.0
+    # an assignment its node has not started after this many of its heartbeat intervals is
+    # taken back and placed again (a node that restarted and never saw it, a lost message)
+    start_timeout_heartbeats: float = 5.0
     retry_base_s: float = 0.5
     retry_max_s: float = 30.0
     inflight_ttl_s: float = 15.0
@@ -79,6 +83,7 @@ class CoordinatorCore:
         out: list[Event] = []
         out += self._liveness(now)
         out += self._lost_work()
+        out += self._unstarted(now, {e.node_id for e in out if isinstance(e, NodeLost)})
         out += self._cancellations()
         out += self._retries(now)
         out = [e for e in out if self._track(e, now)]
@@ -143,14 +148,17 @@ class CoordinatorCore:
 
     # -- decisions ---------------------------------------------------------------------
 
+    def _interval(self, node: NodeView, live: int) -> float:
+        """The heartbeat interval assumed for ``node`` among ``live`` nodes (Nomad's rule)."""
+        return max(node.heartbeat_s, live / self.config.max_heartbeats_per_s)
+
     def _liveness(self, now: float) -> list[Event]:
         out: list[Event] = []
         assert self.started_at is not None
         live = [n for n in self.state.nodes.values() if n.state in (NodeState.ACTIVE, NodeState.DRAINING)]
-        floor_interval = len(live) / self.config.max_heartbeats_per_s
         for node in live:
             seen = max(self.last_seen.get(node.node_id, 0.0), self.started_at + self.config.startup_grace_s)
-            timeout = max(node.heartbeat_s, floor_interval) * self.config.missed_heartbeats
+            timeout = self._interval(node, len(live)) * self.config.missed_heartbeats
             if now - max(seen, node.updated_at) > timeout:
                 out.append(
                     NodeLost(
@@ -196,6 +204,33 @@ class CoordinatorCore:
                 )
         return out
 
+    def _unstarted(self, now: float, losing: set[str]) -> list[Event]:
+        """Take back assignments a live node has not started in time (``losing``: nodes
+        this round declares lost, whose work ``_lost_work`` moves next round)."""
+        out: list[Event] = []
+        assert self.started_at is not None
+        if not self.state.assigned:
+            return out
+        live = sum(n.state in (NodeState.ACTIVE, NodeState.DRAINING) for n in self.state.nodes.values())
+        grace_end = self.started_at + self.config.startup_grace_s
+        for task_id in self.state.assigned:
+            task = self.state.tasks[task_id]
+            node = self.state.nodes.get(task.node_id or "")
+            if node is None or node.state == NodeState.LOST or node.node_id in losing or task.cancel_requested:
+                continue  # lost work and cancellations have their own decisions
+            limit = self._interval(node, live) * self.config.start_timeout_heartbeats
+            if now - max(task.updated_at, grace_end) > limit:
+                out.append(
+                    TaskReassigned(
+                        task_id=task_id,
+                        attempt=task.attempt,
+                        reason=f"not started on {node.node_id} within {limit:.1f}s",
+                        from_node=node.node_id,
+                        emitter=EMITTER,
+                    )
+                )
+        return out
+
     def _cancellations(self) -> list[Event]:
         out: list[Event] = []
         for task_id in self.state.cancel_wanted:
@@ -234,7 +269,7 @@ class CoordinatorCore:
                 TaskReassigned(
                     task_id=task_id,
                     attempt=task.attempt,
-                    reason=f"attempt {task.attempt} failed: {task.error}",
+                    reason=clip(f"attempt {task.attempt} failed: {task.error}"),
                     avoid_node=task.last_node,
                     not_before=now + backoff(task.attempt, self.config),
                     emitter=EMITTER,

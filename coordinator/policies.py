@@ -21,6 +21,7 @@ import msgspec
 from coordinator.scheduler import eligible
 from coordinator.state import ON_NODE, ClusterState, NodeView, OpenRequest, TaskState, TaskView
 from events.base import Event, Resources
+from events.limits import clip
 from events.negotiation import GuidanceAction, GuidanceGiven, ResourceDenied, ResourceGranted
 from events.task import TaskReassigned
 
@@ -59,7 +60,7 @@ def _guidance(request: OpenRequest, action: GuidanceAction, message: str, emitte
         node_id=request.node_id,
         request_id=request.request_id,
         action=action,
-        message=message,
+        message=clip(message),
         emitter=emitter,
         by="policy",
     )
@@ -106,7 +107,7 @@ def resource_answer(
                 request_id=request.request_id,
                 resource=request.resource,
                 amount=request.amount,
-                reason=reason,
+                reason=clip(reason),
                 emitter=emitter,
             )
         ]

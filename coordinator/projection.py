@@ -42,6 +42,14 @@ NO_FAULT_REASONS = frozenset({"preempted", "interrupted", "guidance"})
 # failures that are final whatever attempts are left
 NO_RETRY_REASONS = frozenset({"guidance"})
 OUTPUT_TAIL = 4096
+EPS = 1e-9
+
+
+class Implausible(Exception):
+    """A fact its emitter could not honestly state in the current state (a report on an
+    attempt never assigned to that node, a drain nobody asked for, a registration that
+    shrinks a node below what runs on it). Raised before anything changed: the event is
+    rejected and recorded, not applied."""
 QUEUE_LOG_MAX = 1_000_000  # nobody drains it during a replay; the scheduler rebuilds past this
 
 
@@ -64,7 +72,11 @@ def _move(state: ClusterState, task: TaskView, new: TaskState, ts: float) -> boo
     task.state = new
     task.updated_at = ts
     state.dirty_tasks.add(task.task_id)
-    for index, member in ((state.queue, TaskState.QUEUED), (state.retrying, TaskState.RETRYING)):
+    for index, member in (
+        (state.queue, TaskState.QUEUED),
+        (state.retrying, TaskState.RETRYING),
+        (state.assigned, TaskState.ASSIGNED),
+    ):
         if old == member:
             index.discard(task.task_id)
         if new == member:
@@ -111,9 +123,16 @@ def _release(state: ClusterState, task: TaskView) -> None:
 
 
 def _current(state: ClusterState, task_id: str, node_id: str | None, attempt: int) -> TaskView | None:
-    """The task, if this report belongs to its live attempt (the fencing rule)."""
+    """The task, if this report belongs to its live attempt (the fencing rule). A report of
+    a superseded attempt from the node it ran on is ignored (a late ack, a node back from a
+    partition); one about an attempt that node was never given is implausible."""
     task = state.tasks.get(task_id)
-    if task is None or task.state not in ON_NODE or task.attempt != attempt or task.node_id != node_id:
+    if task is None:
+        raise Implausible(f"report on unknown task {task_id}")
+    ran_on = task.attempt_node(attempt)
+    if attempt > task.attempt or (ran_on is not None and ran_on != node_id):
+        raise Implausible(f"attempt {attempt} of {task_id} was never assigned to {node_id}")
+    if task.state not in ON_NODE or task.attempt != attempt or task.node_id != node_id:
         state.ignored += 1
         return None
     return task
@@ -174,6 +193,8 @@ def _(event: TaskAssigned, state: ClusterState, seq: int) -> None:
         return
     _move(state, task, TaskState.ASSIGNED, event.ts)
     task.attempt = event.attempt
+    known = task.attempt_nodes[: event.attempt - 1]  # "" for attempts from before this was kept
+    task.attempt_nodes = [*known, *[""] * (event.attempt - 1 - len(known)), event.node_id]
     task.node_id = event.node_id
     task.last_node = event.node_id
     task.gpus = list(event.gpus)
@@ -288,6 +309,11 @@ def _(event: TaskReassigned, state: ClusterState, seq: int) -> None:
 @_apply.register
 def _(event: NodeRegistered, state: ClusterState, seq: int) -> None:
     node = state.nodes.get(event.node_id)
+    if node is not None and node.running and not _holds(event, node):
+        raise Implausible(
+            f"registration of {node.node_id} offers less than its running tasks hold "
+            f"({node.running} tasks, {node.allocated} allocated)"
+        )
     if node is None:
         node = NodeView(
             node_id=event.node_id,
@@ -300,6 +326,7 @@ def _(event: NodeRegistered, state: ClusterState, seq: int) -> None:
         )
         state.nodes[event.node_id] = node
     node.state = NodeState.ACTIVE
+    node.drain_requested = False
     node.capacity = event.capacity
     node.max_tasks = event.max_tasks
     node.executors = list(event.executors)
@@ -308,6 +335,18 @@ def _(event: NodeRegistered, state: ClusterState, seq: int) -> None:
     node.heartbeat_s = event.heartbeat_s
     node.updated_at = event.ts
     state.dirty_nodes.add(node.node_id)
+
+
+def _holds(event: NodeRegistered, node: NodeView) -> bool:
+    """Whether the capacity registered still holds what is allocated on the node."""
+    cap, used = event.capacity, node.allocated
+    return (
+        event.max_tasks >= node.running
+        and used.cpu <= cap.cpu + EPS
+        and used.memory_gb <= cap.memory_gb + EPS
+        and used.gpu <= cap.gpu
+        and used.gpu_memory_gb <= cap.gpu_memory_gb + EPS
+    )
 
 
 def _set_node_state(state: ClusterState, node_id: str, new: NodeState, ts: float) -> None:
@@ -323,12 +362,21 @@ def _set_node_state(state: ClusterState, node_id: str, new: NodeState, ts: float
 @_apply.register
 def _(event: NodeDrainRequested, state: ClusterState, seq: int) -> None:
     node = state.nodes.get(event.node_id)
-    if node is not None and node.state == NodeState.ACTIVE:
+    if node is None:
+        state.ignored += 1
+        return
+    node.drain_requested = True
+    state.dirty_nodes.add(node.node_id)
+    if node.state == NodeState.ACTIVE:
         _set_node_state(state, event.node_id, NodeState.DRAINING, event.ts)
 
 
 @_apply.register
 def _(event: NodeDrained, state: ClusterState, seq: int) -> None:
+    node = state.nodes.get(event.node_id)
+    # (DRAINING: rows written before drain_requested was kept)
+    if node is None or not (node.drain_requested or node.state == NodeState.DRAINING):
+        raise Implausible(f"{event.node_id} reports drained, but no drain was requested")
     _set_node_state(state, event.node_id, NodeState.DRAINED, event.ts)
 
 

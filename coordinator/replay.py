@@ -13,11 +13,13 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from coordinator.intake import take
 from coordinator.projection import apply
 from coordinator.state import ClusterState, TrustPolicy
 from coordinator.store import COMPARED_TABLES, ProjectionStore
-from events.codec import BadEvent, decode
+from events.base import Event
 from events.subjects import AUDIT_STREAM
+from hive.bus import delivery
 from hive.logread import read_stream
 
 FLUSH_EVERY = 5000
@@ -78,17 +80,17 @@ async def rebuild(
     events = 0
     pending: list[tuple[int, Msg]] = []
 
+    def apply_one(event: Event, seq: int) -> None:
+        apply(state, event, seq)
+
     def fold(batch: list[tuple[int, Msg]]) -> None:
         nonlocal events
         for seq, msg in batch:
-            try:
-                event = decode(msg.data, msg.subject)
-            except BadEvent as exc:
-                state.seq = seq
-                store.reject(seq, msg.subject, str(exc))
-                continue
-            apply(state, event, seq)
-            events += 1
+            rejection = take(state, apply_one, msg.data, msg.subject, seq, delivery(msg)[2])
+            if rejection is not None:
+                store.reject(seq, msg.subject, rejection.error)
+            else:
+                events += 1
 
     async def sink(seq: int, msg: Msg) -> None:
         pending.append((seq, msg))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,15 @@ from nats.aio.msg import Msg
 
 from coordinator.api import Api
 from coordinator.core import CoordinatorCore, CoreConfig
+from coordinator.intake import Rejection, RejectLog, take
 from coordinator.state import ClusterState, TrustPolicy
 from coordinator.store import ProjectionStore
+from events.base import Event
 from events.codec import BadEvent, decode
 from events.node import NodeHeartbeat, TrustPolicySet
 from events.streams import ensure_streams
 from events.subjects import AUDIT_STREAM, heartbeat_filter
-from hive.bus import Publisher, connect, follow, position
+from hive.bus import Publisher, connect, delivery, follow
 from hive.config import Target
 
 log = structlog.get_logger("hive.coordinator")
@@ -52,7 +55,8 @@ class Coordinator:
         self.inbox: list[Msg] = []
         self.wake = asyncio.Event()
         self.caught_up_to = 0
-        self.rejected = 0
+        self.rejects = RejectLog()
+        self.decide_errors = 0
         self.seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.live: dict[str, NodeHeartbeat] = {}  # last heartbeat per node, for `hive nodes`
         self.policy_logged = False
@@ -65,11 +69,19 @@ class Coordinator:
         await ensure_streams(js)
         store = await ProjectionStore.open(self.db_path)
         state = await store.load(ClusterState())
+        self.caught_up_to = (await js.stream_info(AUDIT_STREAM)).state.last_seq
+        if state.seq > self.caught_up_to:
+            # the log is shorter than what we read of it: a new log, so a new projection
+            log.warning("the checkpoint is past the log's end (a new log?); rebuilding", checkpoint=state.seq)
+            await store.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+            store = await ProjectionStore.open(self.db_path)
+            state = await store.load(ClusterState())
+        self.rejects = RejectLog(await store.rejected_by_rule())
         self.core = CoordinatorCore(state, self.config)
         self.store = store
         publisher = Publisher(js)
-        info = await js.stream_info(AUDIT_STREAM)
-        self.caught_up_to = info.state.last_seq
         log.info("coordinator starting", checkpoint=state.seq, log_end=self.caught_up_to, tasks=len(state.tasks))
         await nc.subscribe(heartbeat_filter(), cb=self._on_heartbeat)
         api = Api(self, nc)
@@ -105,7 +117,7 @@ class Coordinator:
             beat = decode(msg.data, msg.subject)
         except BadEvent:
             return  # telemetry: nothing to record, nothing to keep alive
-        if isinstance(beat, NodeHeartbeat):
+        if isinstance(beat, NodeHeartbeat) and beat.node_id in self.core.state.nodes:
             self.core.heartbeat(beat.node_id, time.time())
             self.live[beat.node_id] = beat
 
@@ -113,16 +125,13 @@ class Coordinator:
         batch, self.inbox = self.inbox, []
         state = self.core.state
         for msg in batch:
-            seq = position(msg)[0]
+            seq, _, stamp = delivery(msg)
             if seq <= state.seq:
                 continue  # redelivered after a reconnect; already applied
-            try:
-                event = decode(msg.data, msg.subject)
-            except BadEvent as exc:
-                state.seq = seq
-                self._reject(seq, msg.subject, str(exc))
-                continue
-            self.core.handle(event, seq)
+            rejection = take(state, self.core.handle, msg.data, msg.subject, seq, stamp)
+            if rejection is not None:
+                self._reject(rejection)
+        self.rejects.tick(time.monotonic())
         if batch:
             self._release_waiters()
             self.unflushed += len(batch)
@@ -138,13 +147,25 @@ class Coordinator:
             if state.trust != self.trust:  # the rules changed: log them so replay scores alike
                 await publisher.publish(TrustPolicySet(**msgspec.structs.asdict(self.trust), emitter="coordinator"))
         publisher.reap()
-        for decision in self.core.decide(time.time()):
-            await publisher.publish(decision)
+        try:
+            decisions = self.core.decide(time.time())
+        except Exception:  # a bug must not stop the coordinator; the next round decides anew
+            self.decide_errors += 1
+            if self.decide_errors <= 3 or self.decide_errors % 1000 == 0:
+                log.exception("deciding failed", errors=self.decide_errors)
+            return
+        for decision in decisions:
+            await self._publish(publisher, decision)
 
-    def _reject(self, seq: int, subject: str, error: str) -> None:
-        self.rejected += 1
-        self.store.reject(seq, subject, error)
-        log.warning("rejected malformed event", subject=subject, seq=seq, error=error[:200])
+    async def _publish(self, publisher: Publisher, decision: Event) -> None:
+        try:
+            await publisher.publish(decision)
+        except Exception as exc:  # e.g. over the max payload: dropped; decided again once its in-flight entry expires
+            log.error("could not publish a decision", event=type(decision).__name__, error=str(exc)[:200])
+
+    def _reject(self, rejection: Rejection) -> None:
+        self.store.reject(rejection.seq, rejection.subject, rejection.error)
+        self.rejects.add(rejection)
 
     def _release_waiters(self) -> None:
         seq = self.core.state.seq
@@ -170,9 +191,15 @@ class Coordinator:
             return False
 
     def stats(self) -> dict[str, Any]:
+        state = self.core.state
         return {
-            "seq": self.core.state.seq,
-            "rejected": self.rejected,
+            "seq": state.seq,
+            "log_end": self.caught_up_to,
+            "tasks_by_state": dict(Counter(t.state.value for t in state.tasks.values())),
+            "nodes_by_state": dict(Counter(n.state.value for n in state.nodes.values())),
+            "rejected": sum(self.rejects.total.values()),
+            "rejected_by_rule": dict(self.rejects.total),
+            "decide_errors": self.decide_errors,
             "ignored": self.core.state.ignored,
             "inflight": len(self.core.inflight),
         }

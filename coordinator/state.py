@@ -86,6 +86,15 @@ class TaskView(msgspec.Struct, kw_only=True):
     cancel_requested: bool = False
     blocked_on: str | None = None  # an open help request keeps a task waiting
     extra: Resources = Resources()  # granted on top of the request while running
+    attempt_nodes: list[str] = []  # the node of each attempt, in order
+
+    def attempt_node(self, attempt: int) -> str | None:
+        """Where ``attempt`` was assigned; None if unknown (rows from before this was kept)."""
+        if 0 < attempt <= len(self.attempt_nodes):
+            return self.attempt_nodes[attempt - 1] or None
+        if attempt == self.attempt and not self.attempt_nodes:
+            return self.last_node
+        return None
 
 
 class NodeView(msgspec.Struct, kw_only=True):
@@ -104,6 +113,7 @@ class NodeView(msgspec.Struct, kw_only=True):
     trust: float = 50.0
     completed: int = 0
     failed: int = 0
+    drain_requested: bool = False  # since it last registered
 
     @property
     def available(self) -> Resources:
@@ -180,6 +190,7 @@ class ClusterState:
         self.queue_log: list[str] = []  # newly queued tasks, for the scheduler's ready index
         self.dependents: dict[str, set[str]] = {}
         self.retrying: set[str] = set()
+        self.assigned: set[str] = set()  # assigned, not started yet: watched for a start timeout
         self.doomed: dict[str, str] = {}  # pending task -> why it can never run
         self.cancel_wanted: set[str] = set()
         self.reassign_wanted: dict[str, int] = {}  # task -> attempt an operator/policy said to retry
@@ -197,6 +208,7 @@ class ClusterState:
         self.queue = {t.task_id for t in self.tasks.values() if t.state == TaskState.QUEUED}
         self.queue_log = list(self.queue)
         self.retrying = {t.task_id for t in self.tasks.values() if t.state == TaskState.RETRYING}
+        self.assigned = {t.task_id for t in self.tasks.values() if t.state == TaskState.ASSIGNED}
         self.cancel_wanted = {t.task_id for t in self.tasks.values() if t.cancel_requested and t.state not in TERMINAL}
         self.reassign_wanted = {
             r.task_id: r.attempt

@@ -8,6 +8,7 @@ view as JSON, which is what a load decodes.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import aiosqlite
@@ -57,9 +58,13 @@ class ProjectionStore:
     async def open(cls, path: str | Path) -> ProjectionStore:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path))
-        # WAL + NORMAL: a crash loses at most the last transactions, which replay restores
-        await db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
-        await db.commit()
+        try:
+            # WAL + NORMAL: a crash loses at most the last transactions, which replay restores
+            await db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
+            await db.commit()
+        except BaseException:
+            await db.close()  # its worker thread would keep the process from exiting
+            raise
         return cls(db)
 
     async def close(self) -> None:
@@ -109,6 +114,12 @@ class ProjectionStore:
         async with self.db.execute("SELECT seq FROM checkpoint WHERE projection = ?", (PROJECTION,)) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def rejected_by_rule(self) -> Counter[str]:
+        """Rejected events so far, by rule (an error starts with its rule's name)."""
+        query = "SELECT substr(error, 1, instr(error, ':') - 1), count(*) FROM rejected GROUP BY 1"
+        async with self.db.execute(query) as cur:
+            return Counter({str(rule or "schema"): int(n) for rule, n in await cur.fetchall()})
 
     def reject(self, seq: int, subject: str, error: str) -> None:
         self.rejected.append((seq, subject, error[:500]))

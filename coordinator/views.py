@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from coordinator.state import ClusterState, NodeView, OpenRequest, TaskView
+from events.limits import clip
 from events.node import NodeHeartbeat
 
 
@@ -15,6 +16,7 @@ def task_summary(task: TaskView) -> dict[str, Any]:
     what = spec.type if spec.executor == "function" else " ".join(spec.command)
     if spec.executor == "docker":
         what = f"{spec.image}: {what}"
+    what = clip(what or "", 200)  # a list row, not the whole command
     return {
         "task_id": task.task_id,
         "name": spec.name,

@@ -18,6 +18,8 @@ import time
 
 import msgspec
 
+from events.limits import Cores, Emitter, Gigabytes, GpuCount, Id, Timestamp
+
 # seeded once from the OS; a syscall per id (os.urandom) showed up in node profiles
 _random = random.Random()
 
@@ -28,19 +30,20 @@ def new_id() -> str:
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
-    id: str = msgspec.field(default_factory=new_id)
-    ts: float = msgspec.field(default_factory=time.time)
-    emitter: str = ""
-    causation_id: str | None = None
+    # id and ts have defaults for construction; on the wire both are required (events.validation)
+    id: Id = msgspec.field(default_factory=new_id)
+    ts: Timestamp = msgspec.field(default_factory=time.time)
+    emitter: Emitter = ""
+    causation_id: Id | None = None
 
 
 class Resources(msgspec.Struct, frozen=True, kw_only=True):
     """An amount of the four accounted resources. Used for requests, capacity and free space."""
 
-    cpu: float = 0.0
-    memory_gb: float = 0.0
-    gpu: int = 0
-    gpu_memory_gb: float = 0.0
+    cpu: Cores = 0.0
+    memory_gb: Gigabytes = 0.0
+    gpu: GpuCount = 0
+    gpu_memory_gb: Gigabytes = 0.0
 
     def fits_in(self, other: Resources) -> bool:
         # A tiny epsilon keeps float sums like 0.1+0.2 from refusing an exact fit.

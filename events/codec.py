@@ -34,6 +34,7 @@ from events.task import (
     TaskStarted,
     TaskSubmitted,
 )
+from events.validation import BadEvent, check_envelope, check_event, check_raw
 
 AnyEvent = (
     TaskSubmitted
@@ -64,21 +65,31 @@ _decoder = msgspec.json.Decoder(AnyEvent)
 _encoder = msgspec.json.Encoder()
 
 
-class BadEvent(ValueError):
-    """A message on an event subject that is not a valid event for that subject."""
-
-
 def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def decode(data: bytes, subject: str | None = None) -> Event:
-    """Decode one payload; with ``subject``, also check the event belongs there, so a
-    message cannot claim to be about another task or node than its subject says."""
+def decode(data: bytes, subject: str | None = None, stamp: float | None = None) -> Event:
+    """Decode and validate one payload (``events.validation``); raise ``BadEvent``. With
+    ``subject``, the event must belong exactly there; with ``stamp`` (the server's time of
+    the message), its ``ts`` must be close to it."""
+    check_raw(data)
     try:
         event: Event = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise BadEvent(str(exc)) from exc
+        raise BadEvent("schema", str(exc)) from exc
+    except RecursionError:  # malformed nesting that the depth check let through
+        raise BadEvent("depth", "JSON nested too deep") from None
+    check_envelope(data, event, stamp)
     if subject is not None and subject_for(event) != subject:
-        raise BadEvent(f"event {type(event).__name__} does not belong on {subject}")
+        raise BadEvent("subject", f"event {type(event).__name__} does not belong on {subject}")
+    check_event(event, len(data))
     return event
+
+
+def check_outgoing(event: Event) -> bytes:
+    """Encode an event we are about to publish and apply the readers' rules to it, so that
+    an honest writer learns here, not from a silent reject, that it broke one."""
+    data = encode(event)
+    decode(data, subject_for(event))
+    return data

@@ -10,55 +10,57 @@ from __future__ import annotations
 from typing import Literal
 
 from events.base import Event
+from events.limits import Amount, AmountOrZero, Attempt, Id, Line, ManyIds, Token
 
+Resource = Literal["cpu", "memory_gb", "gpu", "gpu_memory_gb"]
 GuidanceAction = Literal["retry", "skip", "wait", "fail", "continue", "ask_operator"]
 
 
 class HelpRequested(Event, frozen=True, kw_only=True):
-    task_id: str
-    node_id: str
-    attempt: int
-    request_id: str
-    problem: str
-    kind: str = "other"  # missing_input, dependency_not_ready, oom, other
-    details: str = ""
+    task_id: Id
+    node_id: Id
+    attempt: Attempt
+    request_id: Id
+    problem: Line
+    kind: Token = "other"  # missing_input, dependency_not_ready, oom, other
+    details: Line = ""
 
 
 class GuidanceGiven(Event, frozen=True, kw_only=True):
-    task_id: str
-    node_id: str | None
-    request_id: str | None
+    task_id: Id
+    node_id: Id | None
+    request_id: Id | None
     action: GuidanceAction
-    message: str = ""
-    by: str = "policy"
+    message: Line = ""
+    by: Token = "policy"
 
 
 class ResourceRequested(Event, frozen=True, kw_only=True):
-    task_id: str
-    node_id: str
-    attempt: int
-    request_id: str
-    resource: str  # cpu, memory_gb, gpu, gpu_memory_gb
-    amount: float
-    reason: str = ""
+    task_id: Id
+    node_id: Id
+    attempt: Attempt
+    request_id: Id
+    resource: Resource
+    amount: Amount
+    reason: Line = ""
 
 
 class ResourceGranted(Event, frozen=True, kw_only=True):
-    task_id: str
-    node_id: str
-    request_id: str
-    resource: str
-    amount: float
-    message: str = ""
-    preempted: list[str] = []
-    by: str = "policy"
+    task_id: Id
+    node_id: Id
+    request_id: Id
+    resource: Resource
+    amount: Amount
+    message: Line = ""
+    preempted: ManyIds = []
+    by: Token = "policy"
 
 
 class ResourceDenied(Event, frozen=True, kw_only=True):
-    task_id: str
-    node_id: str
-    request_id: str
-    resource: str
-    amount: float
-    reason: str
-    by: str = "policy"
+    task_id: Id
+    node_id: Id
+    request_id: Id
+    resource: Resource
+    amount: AmountOrZero
+    reason: Line
+    by: Token = "policy"

@@ -3,68 +3,86 @@ retention); registration, drain and loss are audit facts."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+from msgspec import Meta
 
 from events.base import Event, Resources
+from events.limits import (
+    Gigabytes,
+    GpuIndex,
+    HeartbeatInterval,
+    Id,
+    Line,
+    MaxTasks,
+    Name,
+    Percent,
+    Score,
+    ScoreDelta,
+    TaskCount,
+    TimeOrZero,
+)
+from events.task import ExecutorKind
 
 
 class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
-    index: int
-    name: str
-    memory_gb: float
+    index: GpuIndex
+    name: Name
+    memory_gb: Gigabytes
 
 
 class GpuUsage(msgspec.Struct, frozen=True, kw_only=True):
-    index: int
-    utilization: float
-    memory_used_gb: float
+    index: GpuIndex
+    utilization: Percent
+    memory_used_gb: Gigabytes
 
 
 class NodeRegistered(Event, frozen=True, kw_only=True):
-    node_id: str
+    node_id: Id
     capacity: Resources
-    max_tasks: int
-    executors: list[str]
-    gpus: list[GpuInfo] = []
-    hostname: str = ""
-    disk_free_gb: float = 0.0
-    heartbeat_s: float = 2.0
+    max_tasks: MaxTasks
+    executors: Annotated[list[ExecutorKind], Meta(max_length=8)]
+    gpus: Annotated[list[GpuInfo], Meta(max_length=1024)] = []
+    hostname: Name = ""
+    disk_free_gb: Gigabytes = 0.0
+    heartbeat_s: HeartbeatInterval = 2.0
 
 
 class NodeHeartbeat(Event, frozen=True, kw_only=True):
-    node_id: str
-    running: int = 0
-    cpu_percent: float = 0.0
-    memory_used_gb: float = 0.0
-    gpus: list[GpuUsage] = []
+    node_id: Id
+    running: TaskCount = 0
+    cpu_percent: Percent = 0.0
+    memory_used_gb: Gigabytes = 0.0
+    gpus: Annotated[list[GpuUsage], Meta(max_length=1024)] = []
 
 
 class NodeDrainRequested(Event, frozen=True, kw_only=True):
-    node_id: str
+    node_id: Id
 
 
 class NodeDrained(Event, frozen=True, kw_only=True):
-    node_id: str
+    node_id: Id
 
 
 class NodeLost(Event, frozen=True, kw_only=True):
-    node_id: str
-    reason: str
-    last_seen: float = 0.0
+    node_id: Id
+    reason: Line
+    last_seen: TimeOrZero = 0.0
 
 
 class NodeTrustReset(Event, frozen=True, kw_only=True):
-    node_id: str
-    score: float | None = None
+    node_id: Id
+    score: Score | None = None
 
 
 class TrustPolicySet(Event, frozen=True, kw_only=True):
     """The coordinator's trust rules, logged whenever they change, so that a replay scores
     nodes with the rules that were in force (not with whatever the replaying process has)."""
 
-    initial: float
-    success: float
-    failure: float
-    high: float
-    medium: float
-    floor: float
+    initial: Score
+    success: ScoreDelta
+    failure: ScoreDelta
+    high: Score
+    medium: Score
+    floor: Score

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from events.base import Event
+from events.limits import ID_PATTERN
 from events.negotiation import (
     GuidanceGiven,
     HelpRequested,
@@ -84,12 +85,12 @@ _ALWAYS_SCOPED = frozenset(
     | {ResourceRequested, ResourceGranted, ResourceDenied}
 )
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOKEN = re.compile(ID_PATTERN)
 
 
 def valid_id(value: str) -> bool:
-    """Ids become subject tokens: letters, digits, '-' and '_' only."""
-    return bool(_TOKEN.match(value))
+    """Ids become subject tokens: the decoder's rule (``events.limits.ID_PATTERN``)."""
+    return bool(_TOKEN.search(value))
 
 
 def _node_of(event: Event) -> str | None:

@@ -9,11 +9,37 @@ after being declared lost).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 from events.base import Event, Resources
+from events.limits import (
+    Argv,
+    Attempt,
+    AttemptOrZero,
+    Block,
+    EnvName,
+    ExitCode,
+    FilePath,
+    FileSize,
+    Fraction,
+    GpuIndexes,
+    Id,
+    Ids,
+    Line,
+    MaxAttempts,
+    Name,
+    Output,
+    Priority,
+    RelativePath,
+    Seconds,
+    Sha256,
+    TimeOrZero,
+    Timeout,
+    Token,
+)
 
 ExecutorKind = Literal["process", "function", "docker"]
 
@@ -22,69 +48,69 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
     """What to run and what it needs. Immutable once submitted."""
 
     executor: ExecutorKind = "process"
-    command: list[str] = []
-    env: dict[str, str] = {}
-    cwd: str | None = None
+    command: Argv = []
+    env: Annotated[dict[EnvName, Annotated[str, Meta(max_length=131_072)]], Meta(max_length=1024)] = {}
+    cwd: FilePath | None = None
     # function executor: the handler registered for this type gets the payload
-    type: str | None = None
+    type: Token | None = None
     payload: Any = None
     # docker executor
-    image: str | None = None
+    image: Name | None = None
     network: bool = False
     resources: Resources = Resources()
-    priority: int = 0
-    after: list[str] = []
-    max_attempts: int = 1
-    timeout_s: float | None = None
+    priority: Priority = 0
+    after: Ids = []
+    max_attempts: MaxAttempts = 1
+    timeout_s: Timeout | None = None
     min_trust: Literal["low", "medium", "high"] | None = None
-    name: str | None = None
+    name: Name | None = None
 
 
 class OutputFile(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    size: int
-    sha256: str
+    name: RelativePath
+    size: FileSize
+    sha256: Sha256
 
 
 class TaskSubmitted(Event, frozen=True, kw_only=True):
-    task_id: str
+    task_id: Id
     spec: TaskSpec
 
 
 class TaskAssigned(Event, frozen=True, kw_only=True):
     """Carries the spec, so a node needs nothing but its own subjects to run the task."""
 
-    task_id: str
-    node_id: str
-    attempt: int
-    gpus: list[int] = []
+    task_id: Id
+    node_id: Id
+    attempt: Attempt
+    gpus: GpuIndexes = []
     spec: TaskSpec | None = None
 
 
 class TaskStarted(Event, frozen=True, kw_only=True):
-    task_id: str
-    node_id: str
-    attempt: int
+    task_id: Id
+    node_id: Id
+    attempt: Attempt
 
 
 class TaskProgress(Event, frozen=True, kw_only=True):
-    task_id: str
-    node_id: str
-    attempt: int
-    fraction: float
-    message: str = ""
+    task_id: Id
+    node_id: Id
+    attempt: Attempt
+    fraction: Fraction
+    message: Line = ""
 
 
 class TaskCompleted(Event, frozen=True, kw_only=True):
-    task_id: str
-    node_id: str
-    attempt: int
+    task_id: Id
+    node_id: Id
+    attempt: Attempt
     result: Any = None
-    exit_code: int | None = None
-    duration_s: float = 0.0
-    stdout: str = ""
-    stderr: str = ""
-    outputs: list[OutputFile] = []
+    exit_code: ExitCode | None = None
+    duration_s: Seconds = 0.0
+    stdout: Output = ""
+    stderr: Output = ""
+    outputs: Annotated[list[OutputFile], Meta(max_length=10_000)] = []
     skipped: bool = False
 
 
@@ -92,47 +118,47 @@ FailureReason = Literal["error", "exit_code", "timeout", "oom", "lost", "interru
 
 
 class TaskFailed(Event, frozen=True, kw_only=True):
-    task_id: str
-    node_id: str
-    attempt: int
-    error: str
-    details: str = ""
-    exit_code: int | None = None
+    task_id: Id
+    node_id: Id
+    attempt: Attempt
+    error: Line
+    details: Block = ""
+    exit_code: ExitCode | None = None
     reason: FailureReason = "error"
-    duration_s: float = 0.0
-    stdout: str = ""
-    stderr: str = ""
+    duration_s: Seconds = 0.0
+    stdout: Output = ""
+    stderr: Output = ""
 
 
 class TaskCancelRequested(Event, frozen=True, kw_only=True):
-    task_id: str
-    reason: str = "cancelled by user"
+    task_id: Id
+    reason: Line = "cancelled by user"
 
 
 class TaskCancelled(Event, frozen=True, kw_only=True):
     """The coordinator's decision: the task will not run (further). ``node_id`` is set when
     an attempt was running there, so the node stops it."""
 
-    task_id: str
-    reason: str
-    node_id: str | None = None
-    attempt: int = 0
+    task_id: Id
+    reason: Line
+    node_id: Id | None = None
+    attempt: AttemptOrZero = 0
 
 
 class TaskReassigned(Event, frozen=True, kw_only=True):
     """The coordinator's decision: the current attempt is over and the task goes back to the
     queue. The next assignment gets ``attempt + 1``; ``avoid_node`` is preferred against."""
 
-    task_id: str
-    attempt: int
-    reason: str
-    from_node: str | None = None
-    avoid_node: str | None = None
-    not_before: float = 0.0
+    task_id: Id
+    attempt: AttemptOrZero
+    reason: Line
+    from_node: Id | None = None
+    avoid_node: Id | None = None
+    not_before: TimeOrZero = 0.0
 
 
 class TaskRejected(Event, frozen=True, kw_only=True):
     """The coordinator refused a submission that slipped past client-side checks."""
 
-    task_id: str
-    reason: str
+    task_id: Id
+    reason: Line

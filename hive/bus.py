@@ -137,10 +137,13 @@ class Publisher:
         self.pending = [f for f in self.pending if not f.done()]
         return failed
 
-    async def publish_reliably(self, event: Event, attempts: int = 0, timeout: float = 5.0) -> int:
+    async def publish_reliably(
+        self, event: Event, attempts: int = 0, timeout: float = 5.0, data: bytes | None = None
+    ) -> int:
         """Await the ack and return the stream sequence; retry transient failures with the
-        same message id (``attempts`` 0 = until it works)."""
-        subject, data, headers = subject_for(event), encode(event), headers_for(event)
+        same message id (``attempts`` 0 = until it works). ``data``: the event already encoded."""
+        subject, headers = subject_for(event), headers_for(event)
+        data = data if data is not None else encode(event)
         tries = 0
         while True:
             tries += 1
@@ -154,17 +157,24 @@ class Publisher:
 
 
 def position(msg: Msg) -> tuple[int, int]:
-    """(stream sequence, messages pending) of a JetStream message, read straight from its
-    ack subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``,
-    or the 12-token form with domain and account hash. nats-py's ``msg.metadata`` builds
-    objects and datetimes we do not need, at a cost that shows at 10k messages/s."""
+    """(stream sequence, messages pending) of a JetStream message (see ``delivery``)."""
+    seq, pending, _ = delivery(msg)
+    return seq, pending
+
+
+def delivery(msg: Msg) -> tuple[int, int, float]:
+    """(stream sequence, messages pending, the server's time of the message in seconds),
+    read straight from its ack subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.
+    <cseq>.<ts>.<pending>``, or the 12-token form with domain and account hash. nats-py's
+    ``msg.metadata`` builds objects and datetimes we do not need, at a cost that shows at
+    10k messages/s."""
     tokens = (msg.reply or "").split(".")
     if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[8])
+        return int(tokens[5]), int(tokens[8]), int(tokens[7]) / 1e9
     if len(tokens) >= 11:
-        return int(tokens[7]), int(tokens[10])
+        return int(tokens[7]), int(tokens[10]), int(tokens[9]) / 1e9
     meta = msg.metadata
-    return meta.sequence.stream, meta.num_pending
+    return meta.sequence.stream, meta.num_pending, meta.timestamp.timestamp() if meta.timestamp else 0.0
 
 
 MsgHandler = Callable[[Msg], Awaitable[None]]

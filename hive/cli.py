@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import sys
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import msgspec
+import structlog
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -22,8 +26,12 @@ from hive.client import TERMINAL, HiveClient
 from hive.config import data_dir, resolve
 from hive.errors import HiveError
 
+# no rich box-drawn tracebacks: a crash is one structlog line (see serve)
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="HiveMind: an event-sourced compute coordinator over NATS."
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="HiveMind: an event-sourced compute coordinator over NATS.",
 )
 
 Server = Annotated[
@@ -59,7 +67,29 @@ def serve(main: Coroutine[Any, Any, Any]) -> None:
         except asyncio.CancelledError:
             pass
 
-    run(guarded())
+    try:
+        run(guarded())
+    except typer.Exit:
+        raise
+    except Exception:
+        # one log line (JSON with the traceback as a field when not on a terminal), exit 1
+        structlog.get_logger("hive").exception("service crashed")
+        _exit_soon(1)
+        raise typer.Exit(1) from None
+
+
+def _exit_soon(code: int, grace: float = 2.0) -> None:
+    """A crashed service must exit even when a leaked non-daemon thread (an unclosed
+    aiosqlite connection, say) would keep the interpreter waiting at shutdown."""
+
+    def hard_exit() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    timer = threading.Timer(grace, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def quiet() -> None:
@@ -380,4 +410,4 @@ __all__ = ["TERMINAL", "app", "main"]
 
 
 # command groups in their own modules register on `app` when imported
-from hive.commands import log, negotiate, results, trust  # noqa: E402, F401
+from hive.commands import log, negotiate, results, status, trust  # noqa: E402, F401

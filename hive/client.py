@@ -18,10 +18,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from events.base import Event, new_id
-from events.codec import BadEvent, decode, encode
+from events.codec import BadEvent, check_outgoing, decode
 from events.node import NodeDrainRequested
 from events.subjects import AUDIT_STREAM, TELEMETRY_STREAM, api_subject, subject_for, task_filter, valid_id
 from events.task import TaskCancelRequested, TaskSpec, TaskSubmitted
+from events.validation import spec_problem
 from hive.bus import MSG_ID_HEADER, connect
 from hive.config import resolve
 from hive.errors import HiveError, NotFound, Unreachable
@@ -60,8 +61,9 @@ class HiveClient:
     # -- writes ------------------------------------------------------------------------
 
     async def _publish(self, event: Event) -> int:
+        data = self._outgoing(event)
         try:
-            ack = await self.js.publish(subject_for(event), encode(event), headers={MSG_ID_HEADER: event.id})
+            ack = await self.js.publish(subject_for(event), data, headers={MSG_ID_HEADER: event.id})
         except Exception as exc:
             raise Unreachable(f"could not record {type(event).__name__}: {exc or type(exc).__name__}") from None
         self.last_seq = max(self.last_seq, ack.seq)
@@ -73,15 +75,21 @@ class HiveClient:
         await self._publish(TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter))
         return task_id
 
+    def _outgoing(self, event: Event) -> bytes:
+        """The event encoded, if the readers will accept it (the same rules as theirs)."""
+        try:
+            return check_outgoing(event)
+        except BadEvent as exc:
+            raise HiveError(f"refusing to publish {type(event).__name__}: {exc}") from None
+
     async def submit_many(self, items: list[tuple[str, TaskSpec]], window: int = 1000) -> list[str]:
         """Submit a batch (a DAG may refer within it), pipelined: ids in order."""
         await self.check_submission(items)
+        events = [TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter) for task_id, spec in items]
+        encoded = [self._outgoing(event) for event in events]  # all refused before any is written
         futures = []
-        for task_id, spec in items:
-            event = TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter)
-            futures.append(
-                await self.js.publish_async(subject_for(event), encode(event), headers={MSG_ID_HEADER: event.id})
-            )
+        for event, data in zip(events, encoded, strict=True):
+            futures.append(await self.js.publish_async(subject_for(event), data, headers={MSG_ID_HEADER: event.id}))
             if len(futures) >= window:
                 await self._settle(futures)
                 futures = []
@@ -97,6 +105,8 @@ class HiveClient:
             if not valid_id(task_id):
                 raise HiveError(f"invalid task id {task_id!r}: use letters, digits, '-' and '_' (max 64)")
             check_spec(spec)
+            if task_id in spec.after:
+                raise HiveError(f"task {task_id} cannot depend on itself")
         if any(spec.after for _, spec in items) or any(not tid.startswith("t-") for tid, _ in items):
             batch = [{"task_id": tid, "after": spec.after} for tid, spec in items]
             await self.request("validate", {"tasks": batch})
@@ -202,13 +212,12 @@ class HiveClient:
 
 
 def check_spec(spec: TaskSpec) -> None:
-    """Refuse what can never run, before anything is written."""
-    if spec.executor == "process" and not spec.command:
-        raise HiveError("a process task needs a command (after --)")
-    if spec.executor == "function" and not spec.type:
-        raise HiveError("a function task needs --type")
-    if spec.executor == "docker" and not spec.image:
-        raise HiveError("a docker task needs --image")
+    """Refuse what can never run, before anything is written, in the command line's words;
+    ``HiveClient._outgoing`` then applies every rule the readers apply."""
+    problem = spec_problem(spec)
+    if problem is not None:
+        flag = {"process": "(after --)", "function": "(--type)", "docker": "(--image)"}[spec.executor]
+        raise HiveError(f"{problem} {flag}")
     res = spec.resources
     if min(res.cpu, res.memory_gb, res.gpu, res.gpu_memory_gb) < 0:
         raise HiveError("resource requests cannot be negative")

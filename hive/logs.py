@@ -1,27 +1,40 @@
-"""structlog setup: key-value lines on a terminal, JSON otherwise."""
+"""structlog setup: key-value lines on a terminal, JSON otherwise.
+
+In JSON mode a traceback (``log.exception(...)``) is one field of the same JSON line, so
+a log file stays one event per line; it carries no local variables (they may hold secrets).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+
+# the traceback as a list of dicts in the "exception" field; no locals (credentials live there)
+_dict_tracebacks = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
 
 
-def configure(level: str = "info", json_logs: bool | None = None) -> None:
+def configure(level: str = "info", json_logs: bool | None = None, file: TextIO | None = None) -> None:
+    """Log to ``file`` (default: sys.stderr): JSON unless ``file`` is a terminal."""
+    stream = file if file is not None else sys.stderr
     if json_logs is None:
-        json_logs = not sys.stderr.isatty()
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
+        json_logs = not stream.isatty()
+    tail: list[structlog.typing.Processor] = (
+        [_dict_tracebacks, structlog.processors.JSONRenderer()]
+        if json_logs
+        else [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)]
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *tail,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )

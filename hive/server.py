@@ -68,25 +68,20 @@ class EmbeddedServer:
         if port_open(self.port):
             raise HiveError(f"port {self.port} is already in use (another hive up? use --port)")
         self.store.mkdir(parents=True, exist_ok=True)
+        args = [server_binary(), "-c", str(config_file()), "-a", "127.0.0.1", "-p", str(self.port)]
+        args += ["-js", "-sd", str(self.store)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                server_binary(),
-                "-c",
-                str(config_file()),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-js",
-                "-sd",
-                str(self.store),
-            ],
-            env=self.env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C goes to hive up, which stops the server last
-        )
+        try:
+            self.proc = subprocess.Popen(
+                args,
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C goes to hive up, which stops the server last
+            )
+        finally:
+            if not isinstance(out, int):
+                out.close()  # the server has its own copy (a restart must not leak one each time)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -96,6 +91,12 @@ class EmbeddedServer:
             time.sleep(0.05)
         self.stop()
         raise HiveError(f"nats-server did not start listening on port {self.port} within {timeout:g}s")
+
+    def poll(self) -> int | None:
+        """The exit code once the started server has died; None while it runs (or before
+        the first start). After a crash, ``start()`` again brings it back on the same
+        store, port and credentials."""
+        return self.proc.poll() if self.proc is not None else None
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -4,6 +4,12 @@ Starts the embedded nats-server (unless ``--server`` names one), creates the str
 then the coordinator and N nodes as child processes (``python -m hive coordinator|node``)
 with their logs under DATA/logs, prints where everything is, optionally runs the demo
 workload, and on Ctrl-C/SIGTERM stops nodes, coordinator and server, in that order.
+
+It also supervises them: a child (or the embedded nats-server) that dies is restarted
+with backoff, a node that exits 0 has drained and is let go, and a child that crashes
+right after starting, again and again, is given up on (the whole cluster stops, exit 1,
+unless it was a node). The decisions are the pure ``decide``; ``Cluster._watch`` only
+polls processes and keeps the schedule of due restarts.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from events.streams import ensure_streams
 from hive import render
@@ -23,6 +32,74 @@ from hive.bus import connect
 from hive.config import ROLES, STATE_FILE, make_credentials, password_env, resolve
 from hive.errors import HiveError
 from hive.server import EmbeddedServer
+
+SERVER = "nats-server"
+
+
+# -- the decisions (pure) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    first_delay: float = 0.5  # then 1, 2, 4 ... seconds
+    max_delay: float = 10.0
+    stable_after: float = 30.0  # up this long: the next restart waits first_delay again
+    crash_window: float = 10.0  # an exit this soon after the start is a crash at start
+    crash_limit: int = 3  # that many in a row: give up
+
+
+@dataclass(frozen=True)
+class History:
+    """What one child's past exits leave behind for the next decision."""
+
+    restarts: int = 0  # restarts since the child last stayed up `stable_after`
+    quick_exits: int = 0  # exits in a row, each within `crash_window` of its start
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["restart", "give_up", "leave"]
+    history: History
+    at: float = 0.0  # when to restart (monotonic clock)
+    delay: float = 0.0
+
+
+def decide(
+    code: int | None,
+    started: float,
+    now: float,
+    history: History,
+    *,
+    may_leave: bool = False,
+    policy: RestartPolicy = RestartPolicy(),
+) -> Decision:
+    """A child started at ``started`` exited with ``code`` (None: it did not even start)
+    at ``now``: restart it (when), give up on it, or let it go (``may_leave`` and code 0:
+    a node that drained)."""
+    if may_leave and code == 0:
+        return Decision("leave", History())
+    uptime = now - started
+    quick = history.quick_exits + 1 if uptime < policy.crash_window else 0
+    restarts = 0 if uptime >= policy.stable_after else history.restarts
+    if quick >= policy.crash_limit:
+        return Decision("give_up", History(restarts, quick))
+    delay = min(policy.first_delay * 2**restarts, policy.max_delay)
+    return Decision("restart", History(restarts + 1, quick), at=now + delay, delay=delay)
+
+
+class CrashLoop(Exception):
+    """The coordinator or the nats-server keeps crashing: the cluster stops, exit 1."""
+
+
+# -- the processes ------------------------------------------------------------------------
+
+
+@dataclass
+class Supervised:
+    args: list[str]  # empty for the nats-server
+    started: float = 0.0
+    history: History = field(default_factory=History)
+    due: float | None = None  # a restart is scheduled at this time
 
 
 class Cluster:
@@ -34,50 +111,62 @@ class Cluster:
         self.max_tasks = max_tasks
         self.server: EmbeddedServer | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.supervised: dict[str, Supervised] = {}  # what is (to be) kept running
+        self.policy = RestartPolicy()
+        self.fatal: str | None = None
         self.stopping = False
+        self.env: dict[str, str] = {}
+        self.logs = data / "logs"
 
     @property
     def url(self) -> str:
         return self.external or (self.server.url if self.server else f"nats://127.0.0.1:{self.port}")
 
     def run(self, demo: bool = False) -> None:
-        logs = self.data / "logs"
+        logs = self.logs
         logs.mkdir(parents=True, exist_ok=True)
         creds = make_credentials(self.data)
         if self.external is None:
-            self.server = EmbeddedServer(self.data / "jetstream", self.port, creds, logs / "nats-server.log")
+            self.server = EmbeddedServer(self.data / "jetstream", self.port, creds, logs / f"{SERVER}.log")
             self.server.start()
+            self.supervised[SERVER] = Supervised([], started=time.monotonic())
         (self.data / STATE_FILE).write_text(json.dumps({"server": self.url, "pid": os.getpid()}))
         asyncio.run(self._prepare())
         env = dict(os.environ)
         env.update({password_env(role): creds[role] for role in ROLES})
         env.setdefault("PYTHONUNBUFFERED", "1")
+        self.env = env
         base = [sys.executable, "-m", "hive"]
         common = ["--server", self.url, "--data", str(self.data)]
-        self._spawn("coordinator", [*base, "coordinator", *common], env, logs)
+        self._spawn("coordinator", [*base, "coordinator", *common])
         for i in range(1, self.node_count + 1):
             name = f"node-{i}"
             args = [*base, "node", "--id", name, "--max-tasks", str(self.max_tasks), "--handlers", "node.demo", *common]
-            self._spawn(name, args, env, logs)
+            self._spawn(name, args)
         # Ctrl-C and SIGTERM both end in the same orderly stop (also when started in the
         # background, where a shell leaves SIGINT ignored)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+        crashed = False
         try:
-            asyncio.run(self._wait_ready())
+            asyncio.run(self._supervising(self._wait_ready()))
             self._banner(logs)
             if demo:
                 from hive.demo import run_demo
 
-                asyncio.run(run_demo(self.url, self.data))
+                asyncio.run(self._supervising(run_demo(self.url, self.data)))
                 render.out.print("demo finished; the cluster keeps running (Ctrl-C to stop)")
             while not self.stopping:
                 self._watch()
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
+        except CrashLoop:
+            crashed = True
         finally:
             self.stop()
+        if crashed:
+            raise SystemExit(1)
 
     async def _prepare(self) -> None:
         nc = await connect(resolve(self.url, "coordinator", self.data), "hive-up", deadline=10, persistent=False)
@@ -93,10 +182,10 @@ class Cluster:
         async with await HiveClient.connect(self.url, self.data) as client:
             deadline = time.monotonic() + timeout
             while True:
-                self._watch()
+                expected = sum(name.startswith("node-") for name in self.supervised)  # less those gone
                 try:
                     nodes = await client.nodes()
-                    if sum(n["state"] == "active" for n in nodes) >= self.node_count:
+                    if sum(n["state"] == "active" for n in nodes) >= expected:
                         return
                 except HiveError:
                     pass
@@ -104,19 +193,45 @@ class Cluster:
                     raise HiveError(f"the cluster did not come up within {timeout:g}s; see {self.data / 'logs'}")
                 await asyncio.sleep(0.2)
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str], logs: Path) -> None:
-        log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.children[name] = subprocess.Popen(
-            args, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+    async def _supervising(self, work: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``work`` (the ready wait, the demo) while the watch goes on every 0.5 s."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                self._watch()
+                await asyncio.wait([task], timeout=0.5)
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])  # let it close its connection
+
+    def log_of(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def _spawn(self, name: str, args: list[str]) -> int:
+        with open(self.log_of(name), "ab") as log_file:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                args,
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.children[name] = proc
+        child = self.supervised.setdefault(name, Supervised(args))
+        child.started = time.monotonic()
+        return proc.pid
 
     def _banner(self, logs: Path) -> None:
         server = f"{self.url} (embedded, store {self.data / 'jetstream'})" if self.server else f"{self.url} (external)"
+        coordinator = self.children.get("coordinator")
         lines = [
             "[bold]HiveMind is up[/bold]",
             f"  nats server   {server}",
-            f"  coordinator   pid {self.children['coordinator'].pid}, projection {self.data / 'coordinator.db'}",
-            f"  nodes         {', '.join(n for n in self.children if n.startswith('node-')) or 'none'}",
+            f"  coordinator   pid {coordinator.pid if coordinator else '-'}, projection {self.data / 'coordinator.db'}",
+            f"  nodes         {', '.join(n for n in self.supervised if n.startswith('node-')) or 'none'}",
             f"  logs          {logs}/",
             f"  credentials   {self.data / 'credentials.json'} (roles: {', '.join(ROLES)})",
             "  try           hive submit --wait -- echo hello   |   hive tasks   |   hive nodes   |   hive events -f",
@@ -125,11 +240,62 @@ class Cluster:
         render.out.print("\n".join(lines))
 
     def _watch(self) -> None:
+        """Notice exits, start the restarts that are due; raise CrashLoop when the
+        coordinator or the server is given up on. Never waits for a backoff."""
+        now = time.monotonic()
         for name, proc in list(self.children.items()):
             code = proc.poll()
             if code is not None:
-                render.err.print(f"{name} exited with code {code}; see {self.data / 'logs' / (name + '.log')}")
                 del self.children[name]
+                self._exited(name, code, f"exited with code {code}", now)
+        server = self.supervised.get(SERVER)
+        if self.server is not None and server is not None and server.due is None:
+            code = self.server.poll()
+            if code is not None:
+                self._exited(SERVER, code, f"exited with code {code}", now)
+        for name, child in list(self.supervised.items()):
+            if self.fatal is None and child.due is not None and child.due <= time.monotonic():
+                child.due = None
+                self._restart(name)
+        if self.fatal is not None:
+            raise CrashLoop(self.fatal)
+
+    def _exited(self, name: str, code: int | None, what: str, now: float) -> None:
+        child = self.supervised[name]
+        decision = decide(
+            code, child.started, now, child.history, may_leave=name.startswith("node-"), policy=self.policy
+        )
+        child.history = decision.history
+        log = self.log_of(name)
+        if decision.action == "leave":
+            del self.supervised[name]
+            say(f"{name} left (drained)")
+        elif decision.action == "give_up":
+            del self.supervised[name]
+            window = f"{self.policy.crash_window:g}s"
+            say(
+                f"error: {name} crashed {decision.history.quick_exits} times within {window} of starting; giving up (see {log})"
+            )
+            if not name.startswith("node-"):
+                self.fatal = f"{name} crashed"
+        else:
+            child.due = decision.at
+            say(f"{name} {what}; restarting in {decision.delay:g}s (see {log})")
+
+    def _restart(self, name: str) -> None:
+        child = self.supervised[name]
+        if name == SERVER:
+            assert self.server is not None
+            child.started = time.monotonic()
+            try:
+                self.server.start()  # same store, port and credentials
+            except HiveError as exc:
+                self._exited(name, None, f"did not start ({exc})", time.monotonic())
+                return
+            pid = self.server.proc.pid if self.server.proc else 0
+        else:
+            pid = self._spawn(name, child.args)
+        say(f"{name} restarted (pid {pid})")
 
     def stop(self) -> None:
         order = sorted(self.children, key=lambda n: n == "coordinator")  # nodes first
@@ -145,6 +311,7 @@ class Cluster:
                 proc.kill()
                 proc.wait()
         self.children.clear()
+        self.supervised.clear()
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -153,3 +320,8 @@ class Cluster:
         if not self.stopping:
             self.stopping = True
             render.out.print("stopped")
+
+
+def say(line: str) -> None:
+    """One line on stderr (no markup: paths may hold brackets)."""
+    render.err.print(line, markup=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -54,6 +54,14 @@ class Grant(msgspec.Struct, frozen=True):
     message: str = ""
 
 
+class ProcessTracker(Protocol):
+    """Who kills a task's process group if the node dies (``node.reaper.Reaper``)."""
+
+    def track(self, pgid: int) -> None: ...
+
+    def untrack(self, pgid: int) -> None: ...
+
+
 class TaskContext:
     def __init__(
         self,
@@ -67,6 +75,7 @@ class TaskContext:
         emit_telemetry: Emit,
         emit: Emit,
         ask: Ask | None = None,
+        reaper: ProcessTracker | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -78,6 +87,7 @@ class TaskContext:
         self._emit_telemetry = emit_telemetry
         self._emit = emit
         self._ask = ask
+        self.reaper = reaper  # an executor that starts processes registers their groups here
         self.emitter = f"node:{node_id}"
 
     @property
@@ -101,7 +111,7 @@ class TaskContext:
                 node_id=self.node_id,
                 attempt=self.attempt,
                 fraction=fraction,
-                message=message,
+                message=message[:4096],
                 emitter=self.emitter,
             )
         )

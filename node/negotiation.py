@@ -9,6 +9,7 @@ import asyncio
 import structlog
 
 from events.base import Event, Resources
+from events.codec import BadEvent, check_outgoing
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from node.context import Outcome
 
@@ -27,7 +28,7 @@ class Negotiator:
 
     def _stop(self, task_id: str, attempt: int) -> None: ...
 
-    async def _report(self, event: Event) -> None: ...
+    async def _report(self, event: Event, data: bytes | None = None) -> None: ...
 
     def _answered(self, event: ResourceGranted | ResourceDenied) -> None:
         waiter = self.waiters.get(event.request_id)
@@ -63,7 +64,11 @@ class Negotiator:
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self.waiters[request_id] = ((event.task_id, event.attempt), future)  # type: ignore[attr-defined]
         try:
-            await self._report(event)
+            try:
+                data = check_outgoing(event)
+            except BadEvent as exc:  # told to the handler now, not by a timeout later
+                raise ValueError(f"cannot send this request: {exc}") from None
+            await self._report(event, data)
             return await asyncio.wait_for(future, timeout)
         finally:
             self.waiters.pop(request_id, None)

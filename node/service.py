@@ -23,12 +23,13 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from events.base import Event, Resources
-from events.codec import BadEvent, decode, encode
+from events.codec import BadEvent, check_outgoing, decode, encode
+from events.limits import BLOCK_MAX, clip
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeDrained, NodeHeartbeat, NodeLost, NodeRegistered
 from events.subjects import AUDIT_STREAM, node_filter, node_inbox_filter, subject_for
 from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskStarted
-from hive.bus import Publisher, connect, follow, position
+from hive.bus import Publisher, connect, delivery, follow, position
 from hive.config import Target
 from hive.logread import read_stream
 from node import handlers
@@ -37,6 +38,7 @@ from node.executors import Executor
 from node.executors.function import FunctionExecutor
 from node.executors.process import ProcessExecutor
 from node.negotiation import Negotiator
+from node.reaper import Reaper
 from node.resources import fingerprint, gpu_usage, offered, utilisation
 from node.results import upload_outputs
 from node.settings import NodeSettings
@@ -51,7 +53,7 @@ LOCAL_FLUSH_S = 0.5
 
 
 def default_node_id() -> str:
-    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40]
+    host = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in socket.gethostname())[:40]
     return host or f"node-{os.getpid()}"
 
 
@@ -81,29 +83,39 @@ class Node(Negotiator):
         self.nc: Client = await connect(self.target, f"hive-node-{self.node_id}")
         self.js = self.nc.jetstream(timeout=10)
         self.publisher = Publisher(self.js)
-        self.store = await NodeStore.fresh(Path(self.settings.data_dir) / f"node-{self.node_id}.db")
+        self.store = await NodeStore.open(Path(self.settings.data_dir) / f"node-{self.node_id}.db")
+        await self.store.load(self.local)
         self.workdir = Path(self.settings.data_dir) / "work" / self.node_id
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.reaper = await Reaper.start(self.node_id, self.workdir, docker="docker" in self.executors)
         found = await asyncio.to_thread(fingerprint, str(self.workdir))
         self.capacity, self.gpus = offered(
             found, self.settings.max_cpu, self.settings.max_memory_gb, self.settings.gpus
         )
         self.disk_free_gb = found.disk_free_gb
         log_end = await self._wait_for_streams()
-        await self._register()
-        await self._rebuild()
+        if self.local.seq > log_end:
+            log.warning("the local checkpoint is past the log's end (a new log?); starting afresh", seq=self.local.seq)
+            await self.store.clear()
+            self.local = NodeLocal(self.node_id)
+        checkpoint = self.local.seq
+        read_to = await self._catch_up(log_end)
         await self._reconcile()
-        # Live, a node only needs what others tell it; its own reports it applies itself
-        # when it publishes them, which halves the messages it reads per task.
-        start = max(self.local.seq, log_end) + 1
-        await follow(self.js, AUDIT_STREAM, self._on_msg, filters=node_inbox_filter(self.node_id), start_seq=start)
+        await self._register()
+        # Live, a node only needs what others tell it, from just after what it has read of
+        # them (never after its own writes: an assignment made meanwhile sits before those);
+        # its own reports it applies itself when it publishes them.
+        await follow(
+            self.js, AUDIT_STREAM, self._on_msg, filters=node_inbox_filter(self.node_id), start_seq=read_to + 1
+        )
         log.info(
             "node started",
             capacity=self.capacity,
             gpus=len(self.gpus),
             executors=sorted(self.executors),
             handlers=self.types,
-            log_end=log_end,
+            checkpoint=checkpoint,
+            read_to=read_to,
         )
         if ready is not None:
             ready.set()
@@ -119,6 +131,7 @@ class Node(Negotiator):
         finally:
             heartbeat.cancel()
             await asyncio.shield(self._abandon_running())
+            await self.reaper.close()
             if self.unflushed:
                 await self.store.flush(self.local)
             await asyncio.gather(heartbeat, return_exceptions=True)
@@ -138,17 +151,37 @@ class Node(Negotiator):
                     warned = True
                 await asyncio.sleep(1.0)
 
-    async def _rebuild(self) -> None:
-        """Fold this node's whole history into a fresh local projection."""
+    async def _catch_up(self, log_end: int) -> int:
+        """Fold what happened on this node's subjects since its checkpoint (all of its
+        history on a first start); return the position the live reader continues from.
+        ``log_end`` was read before this read began, so every message on these subjects up
+        to the returned position has been seen, and none after it can be missed."""
+        last = 0
 
         def fold(seq: int, msg: Msg) -> None:
-            try:
-                apply(self.local, decode(msg.data, msg.subject), seq)
-            except BadEvent:
-                pass
+            nonlocal last
+            last = seq
+            self._fold(msg, seq)
 
-        await read_stream(self.js, AUDIT_STREAM, fold, filters=node_filter(self.node_id))
+        await read_stream(self.js, AUDIT_STREAM, fold, filters=node_filter(self.node_id), start_seq=self.local.seq + 1)
+        self.local.seq = max(self.local.seq, last, log_end)
         await self.store.flush(self.local)
+        return self.local.seq
+
+    def _fold(self, msg: Msg, seq: int) -> Event | None:
+        """Apply one message read from the log; None if it is refused. A bad or unexpected
+        event is skipped (the coordinator records rejects), never fatal to the node."""
+        try:
+            event = decode(msg.data, msg.subject, delivery(msg)[2])
+            apply(self.local, event, seq)
+            return event
+        except BadEvent:
+            self.local.seq = max(self.local.seq, seq)
+            return None
+        except Exception:
+            self.local.seq = max(self.local.seq, seq)
+            log.exception("applying an event failed; skipped", subject=msg.subject[:200], seq=seq)
+            return None
 
     async def _add_docker(self) -> None:
         if not self.settings.docker:
@@ -186,19 +219,19 @@ class Node(Negotiator):
         batch, self.inbox = self.inbox, []
         fresh: list[Event] = []
         for msg in batch:
-            try:
-                event = decode(msg.data, msg.subject)
-            except BadEvent:
-                continue  # the coordinator records rejects; a node just skips them
-            apply(self.local, event, position(msg)[0])
-            fresh.append(event)
+            event = self._fold(msg, position(msg)[0])
+            if event is not None:
+                fresh.append(event)
         if batch:
             self.unflushed = True
         if self.unflushed and time.monotonic() - self.flushed_at >= LOCAL_FLUSH_S:
             await self.store.flush(self.local)
             self.unflushed, self.flushed_at = False, time.monotonic()
         for event in fresh:
-            await self._react(event)
+            try:
+                await self._react(event)
+            except Exception:  # no single event may stop the node
+                log.exception("reacting to an event failed", event=type(event).__name__)
         await self._maybe_drained()
 
     async def _abandon_running(self) -> None:
@@ -297,6 +330,7 @@ class Node(Negotiator):
             emit_telemetry=self._telemetry,
             emit=self._report,
             ask=self._ask,
+            reaper=self.reaper,
         )
         await self._report(
             TaskStarted(task_id=task.task_id, node_id=self.node_id, attempt=task.attempt, emitter=self.emitter)
@@ -339,13 +373,25 @@ class Node(Negotiator):
             )
             log.info("task completed", task_id=task.task_id, duration_s=round(duration, 3))
         else:
-            event = TaskFailed(error=outcome.error, details=outcome.details, reason=outcome.reason, **common)  # type: ignore[arg-type]
-            log.info("task failed", task_id=task.task_id, error=outcome.error, reason=outcome.reason)
-        await self._report(event)
+            event = TaskFailed(
+                error=clip(outcome.error), details=outcome.details[-BLOCK_MAX:], reason=outcome.reason, **common  # type: ignore[arg-type]
+            )
+            log.info("task failed", task_id=task.task_id, error=outcome.error[:300], reason=outcome.reason)
+        try:
+            data = check_outgoing(event)
+        except BadEvent as exc:
+            # e.g. a result over the size limit: the readers would refuse the report and the
+            # task would wait forever, so the attempt fails, with the reason, instead
+            log.warning("the attempt's report breaks the event rules; reporting a failure", error=str(exc)[:300])
+            common.update(stdout=outcome.stdout[-BLOCK_MAX:], stderr=outcome.stderr[-BLOCK_MAX:])
+            event = TaskFailed(error=clip(f"the attempt's report was refused: {exc}"), reason="error", **common)
+            data = None
+        await self._report(event, data)
 
-    async def _report(self, event: Event) -> None:
-        seq = await self.publisher.publish_reliably(event)
-        apply(self.local, event, seq)
+    async def _report(self, event: Event, data: bytes | None = None) -> None:
+        await self.publisher.publish_reliably(event, data=data)
+        # its own writes change the node's view but not its read position (see run)
+        apply(self.local, event)
         self.unflushed = True
 
     async def _telemetry(self, event: Event) -> None:

@@ -6,6 +6,8 @@ import os
 
 import msgspec
 
+from events.subjects import valid_id
+
 
 def _env_float(name: str) -> float | None:
     value = os.environ.get(name)
@@ -50,8 +52,13 @@ class NodeSettings(msgspec.Struct, kw_only=True):
 
             values["node_id"] = default_node_id()
         settings = msgspec.convert(values, cls)
-        if settings.max_tasks < 1:
-            raise ValueError("max tasks must be at least 1")
-        if settings.heartbeat_s <= 0:
-            raise ValueError("the heartbeat interval must be positive")
+        # the bounds every reader applies to a registration (events.limits)
+        if not 1 <= settings.max_tasks <= 10_000:
+            raise ValueError("max tasks must be from 1 to 10000")
+        if not 0.05 <= settings.heartbeat_s <= 60:
+            raise ValueError("the heartbeat interval must be from 0.05 to 60 seconds")
+        if (settings.max_cpu is not None and settings.max_cpu <= 0) or (settings.max_memory_gb is not None and settings.max_memory_gb <= 0):
+            raise ValueError("a node must offer some CPU and memory")
+        if not valid_id(settings.node_id):
+            raise ValueError(f"node id {settings.node_id!r}: use letters, digits, '-' and '_' (1 to 64)")
         return settings

@@ -1,4 +1,5 @@
-"""SQLite persistence of a node's own projection (rebuilt from the log at every start)."""
+"""SQLite persistence of a node's own projection: its tasks and its read position in the log,
+written in one transaction, so a restart resumes reading from ``checkpoint + 1``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import aiosqlite
 import msgspec
 
-from node.state import NodeLocal
+from node.state import LocalTask, NodeLocal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -24,15 +25,32 @@ class NodeStore:
         self.db = db
 
     @classmethod
-    async def fresh(cls, path: Path) -> NodeStore:
-        """A new, empty projection file: the node rebuilds it from the log."""
+    async def open(cls, path: Path) -> NodeStore:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
         db = await aiosqlite.connect(str(path))
-        await db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
-        await db.commit()
+        try:
+            await db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
+            await db.commit()
+        except BaseException:
+            await db.close()  # its worker thread would keep the process from exiting
+            raise
         return cls(db)
+
+    async def clear(self) -> None:
+        await self.db.executescript("DELETE FROM tasks; DELETE FROM checkpoint;")
+        await self.db.commit()
+
+    async def load(self, local: NodeLocal) -> NodeLocal:
+        """The tasks and read position stored by this node's previous life, if any."""
+        decoder = msgspec.json.Decoder(LocalTask)
+        async with self.db.execute("SELECT data FROM tasks") as cur:
+            for (data,) in await cur.fetchall():
+                task = decoder.decode(data)
+                local.tasks[task.task_id] = task
+        async with self.db.execute("SELECT seq FROM checkpoint WHERE projection = 'node'") as cur:
+            row = await cur.fetchone()
+        local.seq = int(row[0]) if row else 0
+        return local
 
     async def flush(self, local: NodeLocal) -> None:
         if local.dirty:

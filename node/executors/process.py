@@ -1,6 +1,7 @@
 """The process executor: argv, env, working directory, timeout (applied by the node),
 stdout/stderr captured with a size bound. A line ``hive:progress <fraction> [message]``
-on stdout reports progress. Stopping kills the whole process group: TERM, then KILL."""
+on stdout reports progress. Stopping kills the whole process group: TERM, then KILL.
+The group is registered with the node's reaper while it runs, so it dies with the node."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import signal
 import time
 
-from node.context import Outcome, TaskContext
+from node.context import Outcome, ProcessTracker, TaskContext
 from node.executors.bounded import BoundedOutput, pump
 
 PROGRESS_PREFIX = b"hive:progress "
@@ -43,6 +44,15 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
             continue
 
 
+async def _end(proc: asyncio.subprocess.Process, reaper: ProcessTracker | None) -> None:
+    """Stop what is left of the group, then tell the reaper it is gone."""
+    try:
+        await _terminate(proc)
+    finally:
+        if reaper is not None:
+            reaper.untrack(proc.pid)
+
+
 class ProcessExecutor:
     name = "process"
 
@@ -66,6 +76,8 @@ class ProcessExecutor:
             )
         except (OSError, ValueError) as exc:
             return Outcome.failure(f"cannot start {spec.command[0]!r}: {exc}", exit_code=127)
+        if ctx.reaper is not None:
+            ctx.reaper.track(proc.pid)  # its own session: the pid is the group's id
         out, err = BoundedOutput(self.output_limit), BoundedOutput(self.output_limit)
 
         async def on_line(line: bytes) -> None:
@@ -81,7 +93,7 @@ class ProcessExecutor:
             await asyncio.gather(pump(proc.stdout, out, on_line), pump(proc.stderr, err), proc.wait())
         finally:
             # cancelled (stop, timeout) or failed: never leave the process group behind
-            await asyncio.shield(_terminate(proc))
+            await asyncio.shield(_end(proc, ctx.reaper))
         code = proc.returncode
         kw = {"exit_code": code, "stdout": out.text(), "stderr": err.text()}
         if code == 0:

@@ -37,17 +37,20 @@ def test_bad_payloads_raise_bad_event(data: bytes) -> None:
 
 
 def test_event_on_another_tasks_subject_is_rejected() -> None:
-    event = TaskSubmitted(task_id="t1", spec=TaskSpec())
+    event = TaskSubmitted(task_id="t1", spec=TaskSpec(command=["true"]), emitter="client:x")
     with pytest.raises(BadEvent, match="does not belong"):
         decode(encode(event), "hive.task.t2.submitted")
 
 
 def test_old_payloads_without_new_fields_still_decode() -> None:
-    old = b'{"type":"TaskAssigned","id":"x","ts":1.0,"task_id":"t","node_id":"n","attempt":1}'
+    old = b'{"type":"TaskAssigned","id":"x","ts":1.0,"emitter":"coordinator","task_id":"t","node_id":"n","attempt":1}'
     event = decode(old)
     assert isinstance(event, TaskAssigned) and event.spec is None and event.gpus == []
 
 
-@pytest.mark.parametrize(("value", "ok"), [("node-1", True), ("a_b", True), ("a.b", False), ("*", False), ("", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("node-1", True), ("a_b", True), ("a.b", False), ("*", False), ("", False), ("a\n", False), ("x" * 65, False)],
+)
 def test_ids_must_be_subject_tokens(value: str, ok: bool) -> None:
     assert valid_id(value) is ok

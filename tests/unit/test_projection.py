@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from coordinator.projection import apply
+import pytest
+
+from coordinator.projection import Implausible, apply
 from coordinator.state import NodeState, TaskState
 from events import NodeLost, Resources, TaskCancelled, TaskCancelRequested, TaskReassigned
 from tests.unit.factories import assign, complete, fail, fold, register, start, submit
@@ -36,9 +38,14 @@ def test_reports_of_superseded_attempts_are_ignored() -> None:
     )
     apply(state, complete("t1", "n1", attempt=1))  # the lost node comes back with a late result
     assert state.tasks["t1"].state == TaskState.ASSIGNED
-    apply(state, complete("t1", "n2", attempt=1))  # right node, wrong attempt
-    apply(state, fail("t1", "n1", attempt=2))  # right attempt, wrong node
-    assert state.tasks["t1"].state == TaskState.ASSIGNED
+    ignored = state.ignored
+    # reports about attempts a node was never given are implausible: refused, nothing changes
+    for forged in (complete("t1", "n2", attempt=1), fail("t1", "n1", attempt=2), start("t1", "n2", attempt=3)):
+        with pytest.raises(Implausible, match="never assigned"):
+            apply(state, forged)
+    with pytest.raises(Implausible, match="unknown task"):
+        apply(state, complete("ghost", "n2"))
+    assert state.tasks["t1"].state == TaskState.ASSIGNED and state.ignored == ignored
     apply(state, complete("t1", "n2", attempt=2))
     apply(state, complete("t1", "n2", attempt=2))
     assert state.tasks["t1"].state == TaskState.COMPLETED

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordinator.core import CoordinatorCore
-from coordinator.projection import apply
+from coordinator.projection import Implausible, apply
 from coordinator.replay import compare
 from coordinator.scheduler import ReadyIndex, Reservation, place
 from coordinator.state import ON_NODE, ClusterState, NodeState, TaskState
@@ -141,6 +141,14 @@ ACTION = st.sampled_from([kind for kind, (weight, _) in ARGS.items() for _ in ra
 # -- the world: one log, the coordinator's fold, each node's fold -------------------------------
 
 
+def fold_one(state: ClusterState, event: Event, seq: int) -> None:
+    """What the coordinator does with one logged event: apply it, or reject an implausible one."""
+    try:
+        apply(state, event, seq)
+    except Implausible:
+        state.seq = seq
+
+
 class World:
     def __init__(self, configs: list[dict[str, Any]], store: ProjectionStore) -> None:
         self.state = ClusterState()
@@ -164,7 +172,7 @@ class World:
             event = msgspec.structs.replace(event, ts=self.now)
         self.log.append(event)
         seq = len(self.log)
-        apply(self.state, event, seq)
+        fold_one(self.state, event, seq)
         subject = subject_for(event)
         for node_id, local in self.locals.items():
             if any(subject_matches(f, subject) for f in node_filter(node_id)):
@@ -450,7 +458,7 @@ async def fold_into(path: Path, log: list[Event]) -> ClusterState:
     store = await ProjectionStore.open(path)
     state = ClusterState()
     for seq, event in enumerate(log, 1):
-        apply(state, event, seq)
+        fold_one(state, event, seq)
     await store.flush(state)
     await store.close()
     return state

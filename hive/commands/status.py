@@ -1,0 +1,42 @@
+"""``hive status``: the cluster at a glance, from the coordinator's own counters: how far it
+has read the log, tasks and nodes by state, and what it refused (rejected events by rule,
+events ignored as stale, failed decision rounds)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from hive import render
+from hive.cli import Data, Json, Server, _client, app, quiet, run
+
+
+def status_table(stats: dict[str, Any]) -> Table:
+    table = Table(title="coordinator", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    table.add_row("log read to", f"{stats['seq']} (log end at start {stats.get('log_end', '?')})")
+    for key, label in (("tasks_by_state", "tasks"), ("nodes_by_state", "nodes")):
+        counts = stats.get(key) or {}
+        table.add_row(label, ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none")
+    by_rule = stats.get("rejected_by_rule") or {}
+    rules = ", ".join(f"{rule} {n}" for rule, n in sorted(by_rule.items()))
+    table.add_row("rejected events", f"{stats['rejected']}" + (f" ({rules})" if rules else ""))
+    table.add_row("ignored (stale) events", str(stats["ignored"]))
+    table.add_row("failed decision rounds", str(stats.get("decide_errors", 0)))
+    table.add_row("decisions in flight", str(stats["inflight"]))
+    return table
+
+
+@app.command()
+def status(server: Server = None, data: Data = None, as_json: Json = False) -> None:
+    """The cluster at a glance: log position, tasks and nodes by state, rejected events."""
+    quiet()
+
+    async def go() -> None:
+        async with await _client(server, data, "auditor") as hive:
+            stats = await hive.request("stats")
+        render.emit_json(stats) if as_json else render.out.print(status_table(stats))
+
+    run(go())
