@@ -38,7 +38,7 @@ from events.task import (
 )
 
 # failures that say nothing about the node's reliability
-NO_FAULT_REASONS = frozenset({"preempted", "interrupted", "guidance"})
+NO_FAULT_REASONS = frozenset({"preempted", "interrupted", "guidance", "unrunnable"})
 # failures that are final whatever attempts are left
 NO_RETRY_REASONS = frozenset({"guidance"})
 OUTPUT_TAIL = 4096

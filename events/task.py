@@ -114,7 +114,10 @@ class TaskCompleted(Event, frozen=True, kw_only=True):
     skipped: bool = False
 
 
-FailureReason = Literal["error", "exit_code", "timeout", "oom", "lost", "interrupted", "preempted", "guidance"]
+# unrunnable: the node could not even start it (no such program, no handler, executor not offered)
+FailureReason = Literal[
+    "error", "exit_code", "timeout", "oom", "lost", "interrupted", "preempted", "guidance", "unrunnable"
+]
 
 
 class TaskFailed(Event, frozen=True, kw_only=True):

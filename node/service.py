@@ -305,7 +305,8 @@ class Node(Negotiator):
             executor = self.executors.get(spec.executor)
             if executor is None or not need.fits_in(self.capacity - self.allocated):
                 why = f"executor {spec.executor} not offered" if executor is None else "not enough free resources"
-                await self._finish(task, Outcome.failure(f"node {self.node_id} cannot run it: {why}"), 0.0)
+                outcome = Outcome.failure(f"node {self.node_id} cannot run it: {why}", reason="unrunnable")
+                await self._finish(task, outcome, 0.0)
                 return
             self.allocated = self.allocated + need
             try:

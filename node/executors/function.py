@@ -16,7 +16,7 @@ class FunctionExecutor:
     async def run(self, ctx: TaskContext) -> Outcome:
         fn = REGISTRY.get(ctx.spec.type or "")
         if fn is None:
-            return Outcome.failure(f"no handler for task type {ctx.spec.type!r} on node {ctx.node_id}")
+            return Outcome.failure(f"no handler for task type {ctx.spec.type!r} on node {ctx.node_id}", reason="unrunnable")
         try:
             result = await fn(ctx, ctx.spec.payload)
         except Exception as exc:  # the task's own failure, reported, not raised

@@ -6,6 +6,7 @@ The group is registered with the node's reaper while it runs, so it dies with th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -31,6 +32,9 @@ def task_env(ctx: TaskContext) -> dict[str, str]:
 
 async def _terminate(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is not None:
+        # the command ended; what it left running in its group ends with the task
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         return
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
         try:
@@ -62,7 +66,7 @@ class ProcessExecutor:
     async def run(self, ctx: TaskContext) -> Outcome:
         spec = ctx.spec
         if not spec.command:
-            return Outcome.failure("no command given")
+            return Outcome.failure("no command given", reason="unrunnable")
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -75,7 +79,8 @@ class ProcessExecutor:
                 start_new_session=True,  # its own process group, so a stop reaches children
             )
         except (OSError, ValueError) as exc:
-            return Outcome.failure(f"cannot start {spec.command[0]!r}: {exc}", exit_code=127)
+            where = f" in {spec.cwd!r}" if spec.cwd else ""
+            return Outcome.failure(f"cannot start {spec.command[0]!r}{where}: {exc}", exit_code=127, reason="unrunnable")
         if ctx.reaper is not None:
             ctx.reaper.track(proc.pid)  # its own session: the pid is the group's id
         out, err = BoundedOutput(self.output_limit), BoundedOutput(self.output_limit)

@@ -321,3 +321,24 @@ async def test_killed_node_containers_are_removed(fresh_server: Server, local_im
         for name in containers():
             engine.containers.get(name).remove(force=True)
         engine.close()
+
+
+async def test_what_a_finished_task_left_running_ends_with_it(fresh_server: Server, tmp_path: Path) -> None:
+    """A command that exits but leaves a background process in its group: the group ends
+    with the task, so nothing of a finished task lives on."""
+    coord = coordinator(fresh_server).start()
+    worker = node(fresh_server, "tidy", *FAST).start()
+    try:
+        async with await HiveClient.connect(fresh_server.url, fresh_server.directory) as client:
+            script = 'sleep 30 >/dev/null 2>&1 & echo $! > "$MARK/left"'
+            spec = TaskSpec(command=["sh", "-c", script], env={"MARK": str(tmp_path)})
+            task_id = await client.submit(spec)
+            assert (await client.wait(task_id, timeout=30))["state"] == "completed"
+        left = int((tmp_path / "left").read_text())
+        deadline = time.monotonic() + 5
+        while psutil.pid_exists(left) and psutil.Process(left).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the task's background process outlived it"
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        coord.stop()

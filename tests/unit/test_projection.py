@@ -101,3 +101,14 @@ def test_trust_rules_come_from_the_log() -> None:
     state = fold(rules, register("n1"), submit("t1"), assign("t1", "n1"), fail("t1", "n1"))
     assert state.trust.initial == 70 and state.nodes["n1"].trust == 60
     assert state.trust.group(60) == "medium"
+
+
+def test_a_task_the_node_could_not_start_costs_it_no_trust() -> None:
+    """A client naming a program that does not exist must not be able to push every node
+    below the trust floor (and so stop all scheduling)."""
+    events: list[object] = [register("n1")]
+    for i in range(20):
+        events += [submit(f"bad{i}"), assign(f"bad{i}", "n1"), fail(f"bad{i}", "n1", reason="unrunnable")]
+    state = fold(*events)
+    assert state.nodes["n1"].trust == 50 and state.nodes["n1"].failed == 0
+    assert all(state.tasks[f"bad{i}"].state == TaskState.FAILED for i in range(20))

@@ -1,0 +1,1 @@
+"""The NATS edge: connections, publishing, the log reader, credentials."""
