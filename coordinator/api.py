@@ -20,13 +20,13 @@ from nats.aio.msg import Msg
 from coordinator import views
 from coordinator.dag import check_dependencies
 from coordinator.state import OpenRequest
+from edge.bus import Publisher
 from events.base import Event
 from events.codec import BadEvent, check_outgoing
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeTrustReset
 from events.subjects import api_subject
 from events.validation import too_deep
-from hive.bus import Publisher
 
 if TYPE_CHECKING:
     from coordinator.service import Coordinator

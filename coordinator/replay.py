@@ -17,10 +17,10 @@ from coordinator.intake import take
 from coordinator.projection import apply
 from coordinator.state import ClusterState, TrustPolicy
 from coordinator.store import COMPARED_TABLES, ProjectionStore
+from edge.bus import delivery
+from edge.logread import read_stream
 from events.base import Event
 from events.subjects import AUDIT_STREAM
-from hive.bus import delivery
-from hive.logread import read_stream
 
 FLUSH_EVERY = 5000
 

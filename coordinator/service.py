@@ -24,13 +24,13 @@ from coordinator.core import CoordinatorCore, CoreConfig
 from coordinator.intake import Rejection, RejectLog, take
 from coordinator.state import ClusterState, TrustPolicy
 from coordinator.store import ProjectionStore
+from edge.bus import Publisher, connect, delivery, follow
+from edge.config import Target
 from events.base import Event
 from events.codec import BadEvent, decode
 from events.node import NodeHeartbeat, TrustPolicySet
 from events.streams import ensure_streams
 from events.subjects import AUDIT_STREAM, heartbeat_filter
-from hive.bus import Publisher, connect, delivery, follow
-from hive.config import Target
 
 log = structlog.get_logger("hive.coordinator")
 

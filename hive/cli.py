@@ -18,13 +18,13 @@ import structlog
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from edge.config import data_dir, resolve
+from edge.errors import HiveError
 from events.base import Resources
 from events.subjects import AUDIT_STREAM
 from events.task import TaskSpec
 from hive import logs, render
 from hive.client import TERMINAL, HiveClient
-from hive.config import data_dir, resolve
-from hive.errors import HiveError
 
 # no rich box-drawn tracebacks: a crash is one structlog line (see serve)
 app = typer.Typer(

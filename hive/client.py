@@ -17,16 +17,16 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from edge.bus import MSG_ID_HEADER, connect
+from edge.config import resolve
+from edge.errors import HiveError, NotFound, Unreachable
+from edge.logread import read_stream
 from events.base import Event, new_id
 from events.codec import BadEvent, check_outgoing, decode
 from events.node import NodeDrainRequested
 from events.subjects import AUDIT_STREAM, TELEMETRY_STREAM, api_subject, subject_for, task_filter, valid_id
 from events.task import TaskCancelRequested, TaskSpec, TaskSubmitted
 from events.validation import spec_problem
-from hive.bus import MSG_ID_HEADER, connect
-from hive.config import resolve
-from hive.errors import HiveError, NotFound, Unreachable
-from hive.logread import read_stream
 
 TERMINAL = ("completed", "failed", "cancelled")
 ENDING_VERBS = frozenset({"completed", "failed", "cancelled"})

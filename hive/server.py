@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from hive.config import ROLES, password_env
-from hive.errors import HiveError
+from edge.config import ROLES, password_env
+from edge.errors import HiveError
 
 CONF = Path(__file__).resolve().parent.parent / "nats.conf"
 

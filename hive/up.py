@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edge.bus import connect
+from edge.config import ROLES, STATE_FILE, make_credentials, password_env, resolve
+from edge.errors import HiveError
 from events.streams import ensure_streams
 from hive import render
-from hive.bus import connect
-from hive.config import ROLES, STATE_FILE, make_credentials, password_env, resolve
-from hive.errors import HiveError
 from hive.server import EmbeddedServer
 
 SERVER = "nats-server"

@@ -22,6 +22,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from edge.bus import Publisher, connect, delivery, follow, position
+from edge.config import Target
+from edge.logread import read_stream
 from events.base import Event, Resources
 from events.codec import BadEvent, check_outgoing, decode, encode
 from events.limits import BLOCK_MAX, clip
@@ -29,9 +32,6 @@ from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeDrained, NodeHeartbeat, NodeLost, NodeRegistered
 from events.subjects import AUDIT_STREAM, node_filter, node_inbox_filter, subject_for
 from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskStarted
-from hive.bus import Publisher, connect, delivery, follow, position
-from hive.config import Target
-from hive.logread import read_stream
 from node import handlers
 from node.context import Outcome, TaskContext
 from node.executors import Executor

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from hive.config import ROLES, make_credentials, password_env
+from edge.config import ROLES, make_credentials, password_env
 from hive.server import EmbeddedServer, free_port
 
 

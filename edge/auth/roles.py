@@ -44,7 +44,7 @@ NODE_VERBS = ("registered", "heartbeat", "drained")
 # "$JS.API.CONSUMER.CREATE.<stream>" (five tokens) is the ephemeral form: the server
 # refuses it with a durable name in the request; named and durable creation have more
 # tokens ("CREATE.<stream>.<name>[.<filter>]", "DURABLE.CREATE.<stream>.<name>").
-# Ordered push consumers (hive.bus.follow, object store reads) need only this and the
+# Ordered push consumers (edge.bus.follow, object store reads) need only this and the
 # flow-control replies; they ack nothing. Consumer listing is left out on purpose: the
 # ephemeral form also takes a consumer *name* in the request body and then updates the
 # consumer of that name, so consumer names must stay unknown to readers.

@@ -11,11 +11,11 @@ from typing import Annotated, Any, Optional
 import msgspec
 import typer
 
+from edge.config import data_dir
 from events.codec import BadEvent, decode
 from events.subjects import ALL_EVENTS, AUDIT_STREAM, TELEMETRY_STREAM
 from hive import render
 from hive.cli import Data, Json, Server, _client, app, quiet, run
-from hive.config import data_dir
 
 
 @app.command()
@@ -28,7 +28,7 @@ def events(
 ) -> None:
     """Print logged events (audit and telemetry), optionally following the log."""
     quiet()
-    from hive.logread import read_stream
+    from edge.logread import read_stream
 
     def line(stream: str, seq: int, msg: Any) -> str:
         try:

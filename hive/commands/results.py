@@ -17,10 +17,10 @@ from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 from rich.table import Table
 
+from edge.errors import HiveError
 from events.subjects import RESULTS_BUCKET
 from hive import render
 from hive.cli import Data, Json, Server, _client, app, quiet, run
-from hive.errors import HiveError
 from node.results import object_name
 
 

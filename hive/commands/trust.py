@@ -15,10 +15,10 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from edge.errors import HiveError
 from hive import render
 from hive.cli import Data, Json, Server, _client, app, quiet, run
 from hive.client import HiveClient
-from hive.errors import HiveError
 
 # how long a reset waits for the coordinator's projection to show it
 RESET_WAIT_S = 5.0

@@ -13,11 +13,11 @@ from typing import Any
 import nats
 import pytest
 
+from edge.errors import HiveError
 from events.base import Resources
 from events.subjects import AUDIT_STREAM
 from events.task import TaskSpec
 from hive.client import HiveClient
-from hive.errors import HiveError
 from tests.cluster import Proc, Server, coordinator, hive, node
 from tests.e2e.test_recovery import assert_replay_matches
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from edge.logread import read_stream
 from events.codec import decode, encode
 from events.subjects import AUDIT_STREAM, MSG_ID_HEADER, subject_for
 from events.task import TaskCompleted, TaskSpec, TaskSubmitted
 from hive.client import HiveClient
-from hive.logread import read_stream
 from tests.cluster import Server, coordinator, hive, node
 
 pytestmark = pytest.mark.slow

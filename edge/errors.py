@@ -1,4 +1,5 @@
-"""Errors the command line turns into one clear line and an exit code."""
+"""Errors raised at the NATS edge and above, which the command line turns into one clear
+line and an exit code."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
-from hive.bus import follow, position
+from edge.bus import follow, position
 
 Sink = Callable[[int, Msg], Awaitable[None] | None]
 

@@ -20,13 +20,13 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NoStreamResponseError
 
+from edge.config import Target
+from edge.errors import Unreachable
 from events.base import Event
 from events.codec import encode
 from events.subjects import MSG_ID_HEADER, subject_for
-from hive.config import Target
-from hive.errors import Unreachable
 
-log = structlog.get_logger("hive.bus")
+log = structlog.get_logger("edge.bus")
 
 TRANSIENT = (asyncio.TimeoutError, NoStreamResponseError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError)
 
