@@ -24,6 +24,7 @@ from events.node import NodeLost
 from events.task import TaskAssigned, TaskCancelled, TaskFailed, TaskReassigned
 
 EMITTER = "coordinator"
+UNSTARTED_CHECK_S = 1.0
 
 
 class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +63,7 @@ class CoordinatorCore:
         self.ready = ReadyIndex()
         self.last_seen: dict[str, float] = {}
         self.started_at: float | None = None
+        self.unstarted_checked_at = 0.0
 
     def handle(self, event: Event, seq: int = 0) -> None:
         pending = self.inflight.pop(event.id, None)
@@ -209,8 +211,10 @@ class CoordinatorCore:
         this round declares lost, whose work ``_lost_work`` moves next round)."""
         out: list[Event] = []
         assert self.started_at is not None
-        if not self.state.assigned:
+        # its bounds are seconds: once a second is soon enough, and keeps it off the hot path
+        if not self.state.assigned or now - self.unstarted_checked_at < UNSTARTED_CHECK_S:
             return out
+        self.unstarted_checked_at = now
         live = sum(n.state in (NodeState.ACTIVE, NodeState.DRAINING) for n in self.state.nodes.values())
         grace_end = self.started_at + self.config.startup_grace_s
         for task_id in self.state.assigned:

@@ -34,7 +34,7 @@ from events.task import (
     TaskStarted,
     TaskSubmitted,
 )
-from events.validation import BadEvent, check_envelope, check_event, check_raw
+from events.validation import BadEvent, check_envelope, check_event, check_ids, check_raw
 
 AnyEvent = (
     TaskSubmitted
@@ -80,6 +80,7 @@ def decode(data: bytes, subject: str | None = None, stamp: float | None = None) 
         raise BadEvent("schema", str(exc)) from exc
     except RecursionError:  # malformed nesting that the depth check let through
         raise BadEvent("depth", "JSON nested too deep") from None
+    check_ids(event)
     check_envelope(data, event, stamp)
     if subject is not None and subject_for(event) != subject:
         raise BadEvent("subject", f"event {type(event).__name__} does not belong on {subject}")

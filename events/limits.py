@@ -30,14 +30,11 @@ MAX_DEPTH = 32
 MAX_FUTURE_SKEW_S = 300.0
 MAX_PAST_SKEW_S = 86_400.0
 
-Id = Annotated[str, Meta(pattern=ID_PATTERN, description=ID_RULE)]
-Emitter = Annotated[
-    str,
-    Meta(
-        pattern=r"\A(coordinator|(node|client):[A-Za-z0-9_-]{1,64})\Z",
-        description="coordinator, node:<id> or client:<name>",
-    ),
-]
+# The decoder bounds an id's length; its alphabet (ID_PATTERN) is checked once per event over
+# all of its ids together (events.validation), which costs a fifth of a pattern per field.
+Id = Annotated[str, Meta(min_length=1, max_length=64, description=ID_RULE)]
+EMITTER_RULE = "coordinator, node:<id> or client:<name>"
+Emitter = Annotated[str, Meta(max_length=72, description=EMITTER_RULE)]
 # seconds since the epoch, after 1970 and before the year 5138
 Timestamp = Annotated[float, Meta(gt=0, lt=1e11)]
 TimeOrZero = Annotated[float, Meta(ge=0, lt=1e11)]

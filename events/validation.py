@@ -29,7 +29,14 @@ from typing import Any
 import msgspec
 
 from events.base import Event
-from events.limits import MAX_ASSIGNMENT_BYTES, MAX_DEPTH, MAX_EVENT_BYTES, MAX_FUTURE_SKEW_S, MAX_PAST_SKEW_S
+from events.limits import (
+    ID_RULE,
+    MAX_ASSIGNMENT_BYTES,
+    MAX_DEPTH,
+    MAX_EVENT_BYTES,
+    MAX_FUTURE_SKEW_S,
+    MAX_PAST_SKEW_S,
+)
 from events.negotiation import GuidanceGiven, HelpRequested, ResourceDenied, ResourceGranted, ResourceRequested
 from events.node import (
     NodeDrained,
@@ -137,6 +144,53 @@ INVARIANTS: dict[type[Event], Callable[[Any], str | None]] = {
     ResourceGranted: _granted,
 }
 
+_ID_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def _id_paths(info: msgspec.inspect.Type, prefix: str) -> list[tuple[str, bool]]:
+    """(attribute path, is a list) of every ``Id`` field under ``info``, found by its rule."""
+    paths: list[tuple[str, bool]] = []
+    for field in getattr(info, "fields", ()):
+        kind, many = field.type, False
+        if isinstance(kind, msgspec.inspect.UnionType):  # optional: X | None
+            kind = next((t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)), kind)
+        if isinstance(kind, msgspec.inspect.Metadata) and isinstance(kind.type, msgspec.inspect.ListType):
+            kind = kind.type
+        if isinstance(kind, msgspec.inspect.ListType):
+            kind, many = kind.item_type, True  # a bounded list of ids
+        if isinstance(kind, msgspec.inspect.Metadata) and (kind.extra_json_schema or {}).get("description") == ID_RULE:
+            paths.append((prefix + field.name, many))
+        elif isinstance(kind, msgspec.inspect.StructType) and field.name == "spec":
+            paths += _id_paths(kind, f"{prefix}{field.name}.")
+    return paths
+
+
+def _accessor(cls: type[Event]) -> Callable[[Event], str]:
+    """A function returning all of an event's ids concatenated, generated once per type:
+    a getattr walk per event would cost what the regex patterns it replaces cost."""
+    parts = []
+    for path, many in _id_paths(msgspec.inspect.type_info(cls), ""):
+        head, _, rest = path.partition(".")
+        value = f"e.{path}"
+        guard = f"e.{head} is not None and " if rest else ""
+        if many:
+            parts.append(f'("".join({value}) if {guard}{value} else "")')
+        else:
+            parts.append(f'({value} or "")' if not rest else f'({value} if {guard}{value} else "")')
+    source = "lambda e: " + (" + ".join(parts) or '""')
+    return eval(source)
+
+
+_ACCESSORS: dict[type[Event], Callable[[Event], str]] = {}
+
+
+def _ids_of(cls: type[Event]) -> Callable[[Event], str]:
+    accessor = _ACCESSORS.get(cls)
+    if accessor is None:
+        accessor = _ACCESSORS[cls] = _accessor(cls)
+    return accessor
+
+
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _PAIRS = re.compile(rb"\[\]|\{\}")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -162,7 +216,7 @@ def too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
 def check_raw(data: bytes) -> None:
     if len(data) > LARGEST:
         raise BadEvent("size", f"{len(data)} bytes is over the limit of {LARGEST}")
-    if too_deep(data):
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and too_deep(data):  # (too_deep's fast path, inlined)
         raise BadEvent("depth", f"JSON nested deeper than {MAX_DEPTH}")
 
 
@@ -185,17 +239,26 @@ def check_envelope(data: bytes, event: Event, stamp: float | None) -> None:
         raise BadEvent("clock", f"ts {event.ts:.3f} is {event.ts - stamp:+.0f}s from the server's time")
 
 
+def check_ids(event: Event) -> None:
+    """Every id of the event, and the emitter's name, in the id alphabet (the decoder has
+    checked their lengths; a concatenation of such strings is in the alphabet iff each is)."""
+    cls = type(event)
+    if not _ID_ALPHABET.fullmatch(_ids_of(cls)(event) + event.emitter.partition(":")[2]):
+        raise BadEvent("schema", f"{cls.__name__}: an id or the emitter's name is not {ID_RULE}")
+
+
 def check_event(event: Event, size: int) -> None:
-    """The rules that need the decoded event: size by type, writer, invariants."""
+    """The rules that need the decoded event: size by type, ids, writer, invariants."""
     cls = type(event)
     limit = MAX_BYTES.get(cls, MAX_EVENT_BYTES)
     if size > limit:
         raise BadEvent("size", f"{cls.__name__} of {size} bytes is over the limit of {limit}")
-    kind, _, name = event.emitter.partition(":")
+    kind, colon, name = event.emitter.partition(":")
     writers = WRITERS.get(cls, frozenset())
-    if kind not in writers or (kind == "node" and name != getattr(event, "node_id", None)):
+    honest = (colon == "" and not name) if kind == "coordinator" else (colon == ":" and 0 < len(name) <= 64)
+    if not honest or kind not in writers or (kind == "node" and name != getattr(event, "node_id", None)):
         allowed = ", ".join(sorted(writers))
-        raise BadEvent("writer", f"{cls.__name__} from {event.emitter or 'nobody'} (written by: {allowed})")
+        raise BadEvent("writer", f"{cls.__name__} from {event.emitter or 'nobody'!r} (written by: {allowed})")
     invariant = INVARIANTS.get(cls)
     problem = invariant(event) if invariant is not None else None
     if problem is not None:

@@ -22,7 +22,7 @@ from edge.config import resolve
 from edge.errors import HiveError, NotFound, Unreachable
 from edge.logread import read_stream
 from events.base import Event, new_id
-from events.codec import BadEvent, check_outgoing, decode
+from events.codec import BadEvent, check_outgoing, decode, encode
 from events.node import NodeDrainRequested
 from events.subjects import AUDIT_STREAM, TELEMETRY_STREAM, api_subject, subject_for, task_filter, valid_id
 from events.task import TaskCancelRequested, TaskSpec, TaskSubmitted
@@ -85,10 +85,13 @@ class HiveClient:
     async def submit_many(self, items: list[tuple[str, TaskSpec]], window: int = 1000) -> list[str]:
         """Submit a batch (a DAG may refer within it), pipelined: ids in order."""
         await self.check_submission(items)
-        events = [TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter) for task_id, spec in items]
-        encoded = [self._outgoing(event) for event in events]  # all refused before any is written
+        for task_id, spec in items:  # all refused before any is written
+            self._outgoing(TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter))
         futures = []
-        for event, data in zip(events, encoded, strict=True):
+        for task_id, spec in items:
+            # stamped as it is written (what was checked differs only in id and time)
+            event = TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter)
+            data = encode(event)
             futures.append(await self.js.publish_async(subject_for(event), data, headers={MSG_ID_HEADER: event.id}))
             if len(futures) >= window:
                 await self._settle(futures)

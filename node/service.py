@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from edge.bus import Publisher, connect, delivery, follow, position
+from edge.bus import Publisher, connect, delivery, follow
 from edge.config import Target
 from edge.logread import read_stream
 from events.base import Event, Resources
@@ -161,18 +161,19 @@ class Node(Negotiator):
         def fold(seq: int, msg: Msg) -> None:
             nonlocal last
             last = seq
-            self._fold(msg, seq)
+            self._fold(msg)
 
         await read_stream(self.js, AUDIT_STREAM, fold, filters=node_filter(self.node_id), start_seq=self.local.seq + 1)
         self.local.seq = max(self.local.seq, last, log_end)
         await self.store.flush(self.local)
         return self.local.seq
 
-    def _fold(self, msg: Msg, seq: int) -> Event | None:
+    def _fold(self, msg: Msg) -> Event | None:
         """Apply one message read from the log; None if it is refused. A bad or unexpected
         event is skipped (the coordinator records rejects), never fatal to the node."""
+        seq, _, stamp = delivery(msg)
         try:
-            event = decode(msg.data, msg.subject, delivery(msg)[2])
+            event = decode(msg.data, msg.subject, stamp)
             apply(self.local, event, seq)
             return event
         except BadEvent:
@@ -219,7 +220,7 @@ class Node(Negotiator):
         batch, self.inbox = self.inbox, []
         fresh: list[Event] = []
         for msg in batch:
-            event = self._fold(msg, position(msg)[0])
+            event = self._fold(msg)
             if event is not None:
                 fresh.append(event)
         if batch:

@@ -1,21 +1,15 @@
 """NATS JWT v2: encoding, decoding and signing the claims nats-server trusts, and creds files.
 
 A token is ``base64url(header).base64url(claims).base64url(signature)`` without padding,
-the header ``{"typ":"JWT","alg":"ed25519-nkey"}``, the signature the issuer nkey's ed25519
-signature of the first two parts. ``jti`` is computed as github.com/nats-io/jwt/v2 does:
-base32 (no padding) of a SHA-512/256 hash of the JSON of the standard claims alone
-(``aud exp iat iss name nbf sub``, in that order, empty ones left out). The ``nats``
-object carries what the claim grants; the builders below write the fields the Go
-library's structs define (github.com/nats-io/jwt/v2: operator_claims.go,
-account_claims.go, signingkeys.go, user_claims.go, types.go).
+the signature the issuer nkey's ed25519 signature of the first two parts. ``jti`` is as
+github.com/nats-io/jwt/v2 computes it: base32 (no padding) of a SHA-512/256 hash of the
+JSON of the standard claims alone (``aud exp iat iss name nbf sub``, in that order, empty
+ones left out). The builders write the fields of that library's v2 structs.
 
-Two things the server relies on and the Go library does not spell out:
-
-* a limit left out is 0, and 0 means *none* for users and accounts (a user with
-  ``subs`` 0 is disconnected at once), so every limit not meant to bind is -1;
-* a scoped user (issued by a ``user_scope`` signing key) must carry no permissions and
-  no limits: the server takes them from the scope's ``template`` and refuses the user
-  otherwise.
+Two things the server relies on: a limit left out is 0, and 0 means *none* (a user with
+``subs`` 0 is disconnected at once), so every limit not meant to bind is -1; and a user
+issued by a ``user_scope`` signing key carries no permissions and no limits (the server
+takes them from the scope's ``template`` and refuses the user otherwise).
 """
 
 from __future__ import annotations

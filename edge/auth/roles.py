@@ -47,7 +47,10 @@ NODE_VERBS = ("registered", "heartbeat", "drained")
 # Ordered push consumers (edge.bus.follow, object store reads) need only this and the
 # flow-control replies; they ack nothing. Consumer listing is left out on purpose: the
 # ephemeral form also takes a consumer *name* in the request body and then updates the
-# consumer of that name, so consumer names must stay unknown to readers.
+# existing consumer of that name, durable or not (nats-server 2.15.1 let an auditor change
+# a durable's filter and drop its durable name that way), so consumer names must stay
+# unknown to readers: server-generated, never listed. Real isolation would need the
+# readers in an account of their own, reading a mirror.
 JS_READ = [
     "$JS.API.INFO",
     "$JS.API.STREAM.NAMES",

@@ -96,22 +96,27 @@ class Conn:
     nc: Client
     errors: list[str] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-    closed_at: float = 0.0
+    closed_at: list[float] = field(default_factory=list)
 
     def violations(self) -> list[str]:
         return [e for e in self.errors if "permissions violation" in e]
 
+    def refused(self, subject: str) -> bool:
+        return any(f'for publish to "{subject.lower()}"' in e for e in self.violations())
+
 
 async def connect(url: str, creds: Path, name: str) -> Conn:
     read_creds(creds)  # nats-py would loop forever on a creds file without its JWT block
-    conn: Conn
+    errors: list[str] = []
+    closed = asyncio.Event()
+    closed_at: list[float] = []
 
     async def on_error(exc: Exception) -> None:
-        conn.errors.append(str(exc))
+        errors.append(str(exc))
 
     async def on_closed() -> None:
-        conn.closed_at = time.perf_counter()
-        conn.closed.set()
+        closed_at.append(time.perf_counter())
+        closed.set()
 
     nc = await nats.connect(
         url,
@@ -122,8 +127,7 @@ async def connect(url: str, creds: Path, name: str) -> Conn:
         allow_reconnect=False,
         connect_timeout=2,
     )
-    conn = Conn(nc)
-    return conn
+    return Conn(nc, errors, closed, closed_at)
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +147,12 @@ async def acked(conn: Conn, subject: str) -> int:
 
 
 async def refused(conn: Conn, subject: str) -> None:
-    """The server drops the publish (no ack) and says why on the connection."""
+    """The server drops the publish (no ack) and says why on the connection (in lower
+    case: nats-py lowercases the whole -ERR line, the subject included)."""
     with pytest.raises(nats.errors.TimeoutError):
         await conn.nc.jetstream(timeout=DENY_WAIT).publish(subject, b"{}")
-    expected = f'permissions violation for publish to "{subject}"'
     for _ in range(20):
-        if any(expected in e for e in conn.errors):
+        if conn.refused(subject):
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"no permissions violation reported for {subject}: {conn.errors}")
@@ -187,7 +191,9 @@ async def test_api_requests_carry_the_authenticated_user(conns: dict[str, Conn])
         await msg.respond(json.dumps({"verb": verb, "user": user}).encode())
 
     sub = await coord.nc.subscribe("hiveapi.*.*", cb=serve)
-    await coord.nc.flush()
+    # not flush(): nats-py 2.16 writes the PING straight to the socket, ahead of a SUB
+    # still in its buffer; a request on the same connection is queued behind the SUB
+    await coord.nc.request("hiveapi.ping.coord", b"{}", timeout=2)
     try:
 
         async def ask(name: str, verb: str, as_user: str | None = None) -> dict[str, str] | None:
@@ -251,31 +257,46 @@ async def test_auditor_reads_through_ephemeral_consumers_only(conns: dict[str, C
     await eve.nc.publish("$O.hive-results.C.x", b"x")
     with pytest.raises(nats.errors.TimeoutError):
         await eve.nc.request("$JS.API.STREAM.PURGE.OBJ_hive-results", b"{}", timeout=DENY_WAIT)
-    assert any('"$O.hive-results.C.x"' in e for e in eve.violations())
-    assert any('"$JS.API.STREAM.PURGE.OBJ_hive-results"' in e for e in eve.violations())
+    assert eve.refused("$O.hive-results.C.x")
+    assert eve.refused("$JS.API.STREAM.PURGE.OBJ_hive-results")
+
+
+async def test_results_bucket_written_by_nodes_read_by_all(conns: dict[str, Conn]) -> None:
+    await conns["coord"].nc.jetstream(timeout=5).create_object_store("hive-results")
+    store = await conns["n1"].nc.jetstream(timeout=3).object_store("hive-results")
+    await store.put("t1/out.txt", b"first" * 1000)
+    await store.put("t1/out.txt", b"again" * 1000)  # a replacement purges the old chunks
+    for name in ("alice", "eve"):
+        conn = conns[name]
+        reader = await conn.nc.jetstream(timeout=DENY_WAIT).object_store("hive-results")
+        assert (await reader.get("t1/out.txt")).data == b"again" * 1000
+        with pytest.raises(nats.errors.TimeoutError):
+            await reader.put("t1/forged.txt", b"x")
+        assert any('for publish to "$o.hive-results.c.' in e for e in conn.violations())
 
 
 async def test_revocation_disconnects_at_once(server: OperatorServer, conns: dict[str, Conn]) -> None:
     n2 = conns["n2"]
     assert n2.nc.is_connected
     stale_conf = server.write_conf(server.directory / "stale.conf")  # preloads the unrevoked account
-    system = await nats.connect(server.url, user_credentials=str(auth.ensure(server.directory / "auth").system_creds))
+    store = server.directory / "auth"
+    system = await nats.connect(server.url, user_credentials=str(auth.ensure(store).system_creds))
     try:
-        account_jwt = auth.revoke_user(server.directory / "auth", "n2")
+        account_jwt = auth.revoke_user(store, "n2")
         pushed = time.perf_counter()
         data = await auth.push_account(system, account_jwt)
-        assert data["code"] == 200 and data["account"] == auth.ensure(server.directory / "auth").account
+        assert data == {"account": auth.ensure(store).account, "code": 200, "message": "jwt updated"}
         await asyncio.wait_for(n2.closed.wait(), 5)
     finally:
         await system.close()
-    took = n2.closed_at - pushed
+    took = n2.closed_at[0] - pushed
     print(f"\nrevocation pushed -> n2 disconnected in {took * 1000:.1f} ms")
     assert took < 3
     assert "revoked" in str(n2.nc.last_error).lower()
 
-    with pytest.raises(nats.errors.Error) as refused_exc:
+    # at connect nats-py raises a plain Error with the server's -ERR text
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await connect(server.url, server.creds["n2"], "n2")
-    assert "authorization" in str(refused_exc.value).lower()
 
     # the others keep their connections and their rights
     assert all(conns[n].nc.is_connected for n in USERS if n != "n2")
@@ -285,9 +306,10 @@ async def test_revocation_disconnects_at_once(server: OperatorServer, conns: dic
     for conn in conns.values():
         if not conn.nc.is_closed:
             await conn.nc.close()
+    assert account_jwt not in stale_conf.read_text()
     server.stop()
     server.start(stale_conf)
-    with pytest.raises(nats.errors.Error):
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await connect(server.url, server.creds["n2"], "n2")
     n1 = await connect(server.url, server.creds["n1"], "n1")
     try:

@@ -107,3 +107,21 @@ def test_core_retries_a_failed_attempt_with_backoff_once() -> None:
     retry = [d for d in first if isinstance(d, TaskReassigned)]
     assert len(retry) == 1 and retry[0].not_before == 2000.5
     assert not [d for d in core.decide(now=2000.1) if isinstance(d, TaskReassigned)]  # in flight: not twice
+
+
+def test_an_assignment_a_live_node_never_starts_is_taken_back() -> None:
+    core = CoordinatorCore(
+        fold(register("n1"), register("n2"), submit("t"), assign("t", "n1")), CoreConfig(startup_grace_s=0)
+    )
+    assigned_at = core.state.tasks["t"].updated_at
+    limit = core.state.nodes["n1"].heartbeat_s * core.config.start_timeout_heartbeats
+    core.decide(now=assigned_at)  # the coordinator was up when it assigned
+    for node_id in ("n1", "n2"):  # both alive: liveness has nothing to say
+        core.heartbeat(node_id, assigned_at + limit + 1)
+    assert not [d for d in core.decide(now=assigned_at + limit - 0.5) if isinstance(d, TaskReassigned)]
+    taken = [d for d in core.decide(now=assigned_at + limit + 1) if isinstance(d, TaskReassigned)]
+    assert [(d.task_id, d.attempt, d.from_node) for d in taken] == [("t", 1, "n1")]
+    assert "not started" in taken[0].reason
+    core.handle(taken[0])
+    again = [d for d in core.decide(now=assigned_at + limit + 1.1) if isinstance(d, TaskAssigned)]
+    assert [(a.task_id, a.attempt) for a in again] == [("t", 2)]
