@@ -219,7 +219,7 @@ def summarise(watcher: Watcher, ids: list[str]) -> dict[str, Any]:
 
 async def bench(args: argparse.Namespace, server: Server, procs: list[Proc]) -> dict[str, Any]:
     client = await HiveClient.connect(server.url, server.directory)
-    watch = await nats.connect(server.url, user="auditor", password=server.creds["auditor"])
+    watch = await nats.connect(server.url, **server.options("auditor", "bench-watch"))
     watcher = Watcher()
     try:
         await wait_until_ready(client, args.nodes)

@@ -19,13 +19,13 @@ from nats.aio.msg import Msg
 
 from coordinator import views
 from coordinator.dag import check_dependencies
-from coordinator.state import OpenRequest
+from coordinator.state import NodeState, OpenRequest
 from edge.bus import Publisher
 from events.base import Event
 from events.codec import BadEvent, check_outgoing
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
-from events.node import NodeTrustReset
-from events.subjects import api_subject
+from events.node import NodeLost, NodeTrustReset
+from events.subjects import api_caller, api_subject
 from events.validation import too_deep
 
 if TYPE_CHECKING:
@@ -60,14 +60,16 @@ class Api:
             "guide": self.guide,
             "grant": self.grant,
             "deny": self.deny,
+            "node_revoked": self.node_revoked,
         }
 
     async def start(self) -> None:
         for verb in self.handlers:
-            await self.nc.subscribe(api_subject(verb), cb=self._serve)
+            await self.nc.subscribe(api_subject(verb, "*"), cb=self._serve)
 
     async def _serve(self, msg: Msg) -> None:
-        verb = msg.subject.rsplit(".", 1)[-1]
+        # the caller's name is the subject's last token, which the server pins to who they are
+        verb, user = api_caller(msg.subject)
         try:
             if len(msg.data) > MAX_REQUEST_BYTES or too_deep(msg.data):
                 raise ApiError(f"request over {MAX_REQUEST_BYTES} bytes or nested too deep")
@@ -76,6 +78,7 @@ class Api:
                 raise ApiError("request body must be a JSON object")
             if body.get("min_seq"):
                 await self.coordinator.wait_for_seq(int(body["min_seq"]))
+            body["_user"] = user
             reply = {"ok": True, "data": await self.handlers[verb](body)}
         except (ApiError, msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
             reply = {"ok": False, "error": str(exc)[:500]}
@@ -154,7 +157,24 @@ class Api:
         if node_id not in self.state.nodes:
             raise ApiError(f"unknown node {node_id}")
         score = body.get("score")
-        event = NodeTrustReset(node_id=node_id, score=None if score is None else float(score), emitter="coordinator")
+        event = NodeTrustReset(
+            node_id=node_id,
+            score=None if score is None else float(score),
+            by=f"operator:{body['_user']}",
+            emitter="coordinator",
+        )
+        return await self._decide(event) | {"node_id": node_id}
+
+    async def node_revoked(self, body: dict[str, Any]) -> Any:
+        """An operator revoked a node's credential: it is lost now, not after its heartbeats
+        time out, so its work moves at once (the server has already cut it off)."""
+        node_id = str(body.get("node_id"))
+        node = self.state.nodes.get(node_id)
+        if node is None:
+            raise ApiError(f"unknown node {node_id}")
+        if node.state == NodeState.LOST:
+            return {"node_id": node_id, "state": node.state.value}
+        event = NodeLost(node_id=node_id, reason=f"credential revoked by {body['_user']}", emitter="coordinator")
         return await self._decide(event) | {"node_id": node_id}
 
     async def stats(self, body: dict[str, Any]) -> Any:
@@ -198,7 +218,7 @@ class Api:
                 request_id=request.request_id,
                 action=action,
                 message=str(body.get("message") or ""),
-                by="operator",  # type: ignore[arg-type]
+                by=f"operator:{body['_user']}",
                 emitter="coordinator",
             )
         )
@@ -214,7 +234,7 @@ class Api:
                 resource=request.resource,
                 amount=amount,
                 message=str(body.get("message") or "granted by operator"),
-                by="operator",
+                by=f"operator:{body['_user']}",
                 emitter="coordinator",
             )
         )
@@ -229,7 +249,7 @@ class Api:
                 resource=request.resource,
                 amount=request.amount,
                 reason=str(body.get("reason") or "denied by operator"),
-                by="operator",
+                by=f"operator:{body['_user']}",
                 emitter="coordinator",
             )
         )

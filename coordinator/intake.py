@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import structlog
 
-from coordinator.projection import Implausible
+from coordinator.projection import Forbidden, Implausible
 from coordinator.state import ClusterState
 from events.base import Event
 from events.codec import BadEvent, decode
@@ -56,6 +56,9 @@ def take(
     except Implausible as exc:
         state.seq = seq
         return Rejection(seq, subject, "implausible", f"implausible: {exc}")
+    except Forbidden as exc:
+        state.seq = seq
+        return Rejection(seq, subject, "forbidden", f"forbidden: {exc}")
     except Exception as exc:  # no single event may stop the coordinator
         state.seq = seq
         return Rejection(seq, subject, "apply_error", f"apply_error: {type(exc).__name__}: {exc}", exc)

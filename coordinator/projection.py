@@ -45,6 +45,11 @@ OUTPUT_TAIL = 4096
 EPS = 1e-9
 
 
+class Forbidden(Exception):
+    """A request its (authenticated) user may not make, e.g. a client cancelling another
+    user's task. Raised before anything changed: rejected and recorded, not applied."""
+
+
 class Implausible(Exception):
     """A fact its emitter could not honestly state in the current state (a report on an
     attempt never assigned to that node, a drain nobody asked for, a registration that
@@ -161,6 +166,7 @@ def _(event: TaskSubmitted, state: ClusterState, seq: int) -> None:
         order=state.next_order,
         submitted_at=event.ts,
         updated_at=event.ts,
+        submitted_by=_user(event),
     )
     state.next_order += 1
     state.tasks[task.task_id] = task
@@ -257,13 +263,22 @@ def _(event: TaskFailed, state: ClusterState, seq: int) -> None:
         _trust(state, event.node_id, state.trust.failure, seq, task.task_id, f"failed: {event.reason}")
 
 
+def _user(event: Event) -> str | None:
+    """The person behind a request: its emitter's name, which the subject pins (by.<user>)."""
+    return event.emitter.partition(":")[2] or None
+
+
 @_apply.register
 def _(event: TaskCancelRequested, state: ClusterState, seq: int) -> None:
     task = state.tasks.get(event.task_id)
+    user = _user(event)
+    if task is not None and not event.as_operator and task.submitted_by not in (None, user):
+        raise Forbidden(f"{user} may cancel only their own tasks ({task.task_id} is {task.submitted_by}'s)")
     if task is None or task.state in TERMINAL or task.cancel_requested:
         state.ignored += 1
         return
     task.cancel_requested = True
+    task.cancelled_by = user
     task.reason = event.reason
     state.cancel_wanted.add(task.task_id)
     state.dirty_tasks.add(task.task_id)

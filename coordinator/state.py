@@ -87,6 +87,8 @@ class TaskView(msgspec.Struct, kw_only=True):
     blocked_on: str | None = None  # an open help request keeps a task waiting
     extra: Resources = Resources()  # granted on top of the request while running
     attempt_nodes: list[str] = []  # the node of each attempt, in order
+    submitted_by: str | None = None  # the authenticated user (the subject's by.<user>)
+    cancelled_by: str | None = None
 
     def attempt_node(self, attempt: int) -> str | None:
         """Where ``attempt`` was assigned; None if unknown (rows from before this was kept)."""

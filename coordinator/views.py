@@ -34,6 +34,8 @@ def task_summary(task: TaskView) -> dict[str, Any]:
         "error": task.error,
         "reason": task.reason,
         "waiting_on": task.waiting_on,
+        "submitted_by": task.submitted_by,
+        "cancelled_by": task.cancelled_by,
     }
 
 

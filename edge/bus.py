@@ -9,7 +9,9 @@ unreachable server is reported within seconds. After that, services reconnect fo
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -20,11 +22,13 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NoStreamResponseError
 
+from edge.auth.jwt import read_creds
+from edge.auth.tls import client_context
 from edge.config import Target
-from edge.errors import Unreachable
+from edge.errors import BadCredentials, Unreachable
 from events.base import Event
 from events.codec import encode
-from events.subjects import MSG_ID_HEADER, subject_for
+from events.subjects import MSG_ID_HEADER, inbox_prefix, subject_for
 
 log = structlog.get_logger("edge.bus")
 
@@ -38,9 +42,12 @@ async def connect(
     deadline: float = 5.0,
     persistent: bool = True,
     on_reconnect: Callable[[], None] | None = None,
+    on_denied: Callable[[str], None] | None = None,
+    on_closed: Callable[[], None] | None = None,
 ) -> Client:
     """Connect or raise ``Unreachable`` after ``deadline`` seconds, with the last reason."""
     last_error: list[str] = []
+    asked_to_close = False
     connected = asyncio.Event()
     holder: list[Client] = []
 
@@ -48,11 +55,23 @@ async def connect(
         text = str(exc) or type(exc).__name__
         if connected.is_set() and (not last_error or last_error[-1] != text):
             log.debug("nats error", error=text)
-        last_error.append(text)
+        last_error[:] = [text]
+        if on_denied is not None and "permissions violation" in text:
+            on_denied(text)  # the server refused a publish or subscribe: nothing else says so
 
     async def on_disconnect() -> None:
         if connected.is_set() and not closing(holder):
             log.warning("disconnected from nats; reconnecting", server=target.url.split("@")[-1])
+
+    async def closed() -> None:
+        # a close nobody asked for: the server refused us for good (a revoked credential)
+        if connected.is_set() and persistent and holder and not holder[0].is_draining and not asked_to_close:
+            reason = last_error[-1] if last_error else "connection closed"
+            log.error("the NATS server closed this connection for good; stopping", error=reason)
+            refused_for_good.append(explain(target, reason))
+            stop = on_closed or stop_service
+            if stop is not None:
+                stop()
 
     async def reconnected() -> None:
         log.info("reconnected to nats")
@@ -60,30 +79,74 @@ async def connect(
             on_reconnect()
 
     options: dict[str, Any] = {
-        "servers": [target.url],
+        "servers": target.url.split(","),
         "name": name,
         "error_cb": on_error,
         "disconnected_cb": on_disconnect,
         "reconnected_cb": reconnected,
+        "closed_cb": closed,
         "connect_timeout": 2,
         "reconnect_time_wait": 0.5,
         "max_reconnect_attempts": -1 if persistent else 3,
         "allow_reconnect": True,
         "pending_size": 64 * 1024 * 1024,
     }
-    if target.user:
-        options["user"] = target.user
-        options["password"] = target.password or ""
+    options.update(credentials(target))
     try:
         nc = await asyncio.wait_for(nats.connect(**options), timeout=deadline)
-    except (TimeoutError, OSError, nats.errors.Error) as exc:
+    except (TimeoutError, OSError, nats.errors.Error, ssl.SSLError) as exc:
         reason = last_error[-1] if last_error else (str(exc) or type(exc).__name__)
-        if "authorization" in reason.lower():
-            raise Unreachable(f"NATS server at {_safe(target.url)} refused the credentials ({reason})") from None
-        raise Unreachable(f"cannot reach NATS server at {_safe(target.url)} ({reason})") from None
+        raise Unreachable(explain(target, reason)) from None
     holder.append(nc)
     connected.set()
+    original_close = nc.close
+
+    async def close() -> None:
+        nonlocal asked_to_close
+        asked_to_close = True
+        await original_close()
+
+    nc.close = close  # type: ignore[method-assign]
     return nc
+
+
+# why a service's connection was closed for good, for its command to exit with (cli.serve),
+# and how to stop that service (set by whoever runs it)
+refused_for_good: list[str] = []
+stop_service: Callable[[], None] | None = None
+
+
+def credentials(target: Target) -> dict[str, Any]:
+    """nats-py options for who ``target`` connects as: its checked creds file (nats-py
+    would loop forever on one without its JWT block), the inbox only that user may read,
+    and TLS verified against the target's CA for a tls:// server."""
+    options: dict[str, Any] = {}
+    if target.creds:
+        try:
+            user = read_creds(target.creds).claims.get("name") or ""
+        except ValueError as exc:
+            raise BadCredentials(str(exc)) from None
+        options["user_credentials"] = target.creds
+        if user:
+            options["inbox_prefix"] = inbox_prefix(user)
+    if any(url.startswith("tls://") for url in target.url.split(",")) or (target.ca and "tls" in target.url):
+        try:
+            options["tls"] = client_context(Path(target.ca) if target.ca else None)
+        except ValueError as exc:
+            raise BadCredentials(str(exc)) from None
+    return options
+
+
+def explain(target: Target, reason: str) -> str:
+    """One line for a connection that failed, naming what to check."""
+    where = _safe(target.url)
+    low = reason.lower()
+    if "authorization" in low or "authentication" in low or "revoked" in low or "expired" in low:
+        who = f" ({target.creds})" if target.creds else ""
+        return f"NATS server at {where} refused the credentials{who}: {reason}"
+    if "certificate" in low or "ssl" in low or "tls" in low:
+        return f"TLS with the NATS server at {where} failed (check --ca / $HIVE_CA): {reason}"
+    return f"cannot reach NATS server at {where} ({reason})"
 
 
 def closing(holder: list[Client]) -> bool:

@@ -1,52 +1,52 @@
-"""Where things are: data directory, server URL and role credentials.
+"""Where things are: data directory, server URL, and whose credentials to use.
 
-The server URL comes from ``--server``, then ``HIVE_SERVER``, then the local ``hive up``
-default. Credentials: userinfo in the URL wins; otherwise ``HIVE_USER``/``HIVE_PASSWORD``;
-otherwise the role's entry in ``<data>/credentials.json`` that ``hive up`` wrote.
+The server URL comes from ``--server``, then ``HIVE_SERVER``, then the local ``hive up``.
+Credentials are a NATS ``.creds`` file (operator mode: a user JWT and its seed): ``--creds``,
+then ``HIVE_CREDS``, then the local key store ``hive up`` keeps under ``<data>/auth``,
+where each service and the local person have their own (issued on first use there). The
+server's CA for ``tls://`` URLs: ``--ca``, then ``HIVE_CA``, then the local key store's.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
-import secrets
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import msgspec
 
-ROLES = ("coordinator", "node", "client", "auditor")
 DEFAULT_PORT = 4222
-CREDENTIALS_FILE = "credentials.json"
 STATE_FILE = "cluster.json"
+AUTH_DIR = "auth"  # the key store: operator, accounts, role signing keys, issued creds
+CA_FILE = "tls/ca.pem"
+COORDINATOR_USER = "coordinator"
+PERSON_ROLES = ("client", "operator", "auditor")
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
     return Path(explicit or os.environ.get("HIVE_DATA") or ".hive").resolve()
 
 
-def password_env(role: str) -> str:
-    return f"HIVE_{role.upper()}_PASSWORD"
+def auth_dir(data: str | Path | None = None) -> Path:
+    return data_dir(data) / AUTH_DIR
 
 
-def make_credentials(directory: Path) -> dict[str, str]:
-    """Load the role passwords kept in ``directory``, creating them on first use."""
-    path = directory / CREDENTIALS_FILE
-    if path.exists():
-        return json.loads(path.read_text())
-    directory.mkdir(parents=True, exist_ok=True)
-    # nats-server parses an environment value like a config token: a leading digit makes
-    # it a number, so passwords start with a letter and hold only letters and digits
-    creds = {role: "p" + secrets.token_hex(16) for role in ROLES}
-    path.write_text(json.dumps(creds, indent=2))
-    path.chmod(0o600)
-    return creds
+def local_person() -> str:
+    """The name the person at this machine gets in the local key store (an id: their login
+    name, with anything else replaced)."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = "operator"
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in login)[:64]
+    return name or "operator"
 
 
 class Target(msgspec.Struct, frozen=True):
     url: str
-    user: str | None = None
-    password: str | None = None
+    creds: str | None = None  # a .creds file; None: an unauthenticated server (or userinfo in the URL)
+    ca: str | None = None  # verify a tls:// server against this CA
 
 
 def _local_default(directory: Path) -> str:
@@ -59,21 +59,57 @@ def _local_default(directory: Path) -> str:
     return f"nats://127.0.0.1:{DEFAULT_PORT}"
 
 
-def resolve(server: str | None, role: str, data: str | Path | None = None) -> Target:
+def local_creds(directory: Path, role: str, name: str) -> Path | None:
+    """The creds of ``name`` in the local key store, issued now if the store exists but
+    has none yet (a node or person on the machine that runs ``hive up``); None without a
+    store."""
+    store = directory / AUTH_DIR
+    if not (store / "operator.jwt").exists():
+        return None
+    from edge.auth import issue_user, users
+
+    known = users(store).get(name)
+    path = store / "creds" / f"{role}-{name}.creds"
+    if known is not None and known["role"] == role and not known.get("revoked") and path.exists():
+        return path
+    if known is not None and (known["role"] != role or known.get("revoked")):
+        return path if path.exists() else None  # revoked or another role's: let the server refuse it
+    return issue_user(store, role, name)
+
+
+def resolve(
+    server: str | None,
+    role: str,
+    data: str | Path | None = None,
+    *,
+    name: str | None = None,
+    creds: str | Path | None = None,
+    ca: str | Path | None = None,
+) -> Target:
+    """Where to connect and as whom. ``role``/``name``: who this process is in the local key
+    store (a person's roles share the local person's credential)."""
     directory = data_dir(data)
     url = server or os.environ.get("HIVE_SERVER") or _local_default(directory)
-    if "://" not in url:
-        url = f"nats://{url}"
-    parts = urlsplit(url)
-    if parts.username:
-        return Target(url)
-    if os.environ.get("HIVE_USER"):
-        return Target(url, os.environ["HIVE_USER"], os.environ.get("HIVE_PASSWORD", ""))
-    if os.environ.get(password_env(role)):
-        return Target(url, role, os.environ[password_env(role)])
-    creds_file = directory / CREDENTIALS_FILE
-    if creds_file.exists():
-        creds = json.loads(creds_file.read_text())
-        if role in creds:
-            return Target(url, role, creds[role])
-    return Target(url)
+    url = ",".join(u if "://" in u else f"nats://{u}" for u in url.split(","))
+    chosen = creds or os.environ.get("HIVE_CREDS") or None
+    if chosen is None and "@" not in url:
+        if role in PERSON_ROLES:
+            role, name = "operator", local_person()
+        found = local_creds(directory, role, name or (COORDINATOR_USER if role == "coordinator" else role))
+        chosen = str(found) if found else None
+    authority = ca or os.environ.get("HIVE_CA") or None
+    if authority is None and (directory / AUTH_DIR / CA_FILE).exists():
+        authority = str(directory / AUTH_DIR / CA_FILE)
+    return Target(url, str(chosen) if chosen else None, str(authority) if authority else None)
+
+
+def user_of(target: Target) -> str:
+    """The name the server knows ``target``'s credential by (its JWT's ``name``)."""
+    if not target.creds:
+        return local_person()
+    from edge.auth.jwt import read_creds
+
+    try:
+        return str(read_creds(target.creds).claims.get("name") or local_person())
+    except ValueError:
+        return local_person()  # connect() reports the bad file in one line

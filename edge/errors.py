@@ -18,3 +18,15 @@ class Unreachable(HiveError):
 
 class NotFound(HiveError):
     exit_code = 1
+
+
+class Denied(HiveError):
+    """The server refused what this user asked to publish: their role may not."""
+
+    exit_code = 2
+
+
+class BadCredentials(HiveError):
+    """A credentials or CA file that cannot be used (checked before connecting)."""
+
+    exit_code = 2

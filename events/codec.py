@@ -21,7 +21,7 @@ from events.node import (
     NodeTrustReset,
     TrustPolicySet,
 )
-from events.subjects import subject_for
+from events.subjects import legacy_subject_for, subject_for
 from events.task import (
     TaskAssigned,
     TaskCancelled,
@@ -82,7 +82,7 @@ def decode(data: bytes, subject: str | None = None, stamp: float | None = None) 
         raise BadEvent("depth", "JSON nested too deep") from None
     check_ids(event)
     check_envelope(data, event, stamp)
-    if subject is not None and subject_for(event) != subject:
+    if subject is not None and subject_for(event) != subject and legacy_subject_for(event) != subject:
         raise BadEvent("subject", f"event {type(event).__name__} does not belong on {subject}")
     check_event(event, len(data))
     return event

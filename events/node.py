@@ -22,6 +22,7 @@ from events.limits import (
     ScoreDelta,
     TaskCount,
     TimeOrZero,
+    Token,
 )
 from events.task import ExecutorKind
 
@@ -74,6 +75,7 @@ class NodeLost(Event, frozen=True, kw_only=True):
 class NodeTrustReset(Event, frozen=True, kw_only=True):
     node_id: Id
     score: Score | None = None
+    by: Token | None = None  # operator:<name> who asked
 
 
 class TrustPolicySet(Event, frozen=True, kw_only=True):

@@ -3,7 +3,10 @@
 Subject scheme (see README): all events of one task live under ``hive.task.<task_id>.``,
 all events of one node under ``hive.node.<node_id>.``, and every task event that concerns
 a node ends with that node's id, so ``hive.task.*.*.<node_id>`` is exactly what a node
-must see about its tasks. Audit facts and telemetry share the ``hive.`` namespace but land
+must see about its tasks. What a person asks for ends with ``by.<user>`` (``op.<user>``
+for an operator acting on others' tasks): the server's permission templates pin that
+token to the authenticated user, and the decoder checks it is the event's emitter, so the
+log says who asked, and it is true. Audit facts and telemetry share the ``hive.`` namespace but land
 in two streams, split by verb, so ``nats sub 'hive.task.T.>'`` shows a task's whole life
 while the audit stream stays small.
 """
@@ -49,6 +52,7 @@ TELEMETRY_STREAM = "HIVE_TELEMETRY"
 RESULTS_BUCKET = "hive-results"
 API_PREFIX = "hiveapi"
 MSG_ID_HEADER = "Nats-Msg-Id"
+BY, AS_OPERATOR = "by", "op"  # the token before a person's name in a request's subject
 
 # verb of each task event; node-scoped ones get ".<node_id>" appended when a node is known
 TASK_VERBS: dict[type[Event], str] = {
@@ -93,6 +97,23 @@ def valid_id(value: str) -> bool:
     return bool(_TOKEN.search(value))
 
 
+# requests people make: their subjects end with by.<user> (before: no user; old logs keep those)
+_PERSONAL = frozenset({TaskSubmitted, TaskCancelRequested, NodeDrainRequested})
+
+
+def _person(event: Event) -> str:
+    """``by.<user>`` (or ``op.<user>``) of a person's request; the user is the emitter's name."""
+    token = AS_OPERATOR if getattr(event, "as_operator", False) else BY
+    return f"{token}.{event.emitter.partition(':')[2] or 'nobody'}"
+
+
+def legacy_subject_for(event: Event) -> str | None:
+    """Where a person's request was published before subjects named the user (old logs)."""
+    if type(event) not in _PERSONAL:
+        return None
+    return subject_for(event).rsplit(".", 2)[0]
+
+
 def _node_of(event: Event) -> str | None:
     if type(event) in _UNSCOPED:
         return None
@@ -106,9 +127,12 @@ def subject_for(event: Event) -> str:
     if cls in COORDINATOR_VERBS:
         return f"{PREFIX}.coordinator.{COORDINATOR_VERBS[cls]}"
     if cls in NODE_VERBS:
-        return f"{PREFIX}.node.{event.node_id}.{NODE_VERBS[cls]}"  # type: ignore[attr-defined]
+        base = f"{PREFIX}.node.{event.node_id}.{NODE_VERBS[cls]}"  # type: ignore[attr-defined]
+        return f"{base}.{_person(event)}" if cls in _PERSONAL else base
     verb = TASK_VERBS[cls]
     base = f"{PREFIX}.task.{event.task_id}.{verb}"  # type: ignore[attr-defined]
+    if cls in _PERSONAL:
+        return f"{base}.{_person(event)}"
     node = _node_of(event)
     return f"{base}.{node}" if node else base
 
@@ -118,13 +142,18 @@ def _stream_subjects(telemetry: bool) -> list[str]:
     for cls, verb in TASK_VERBS.items():
         if (cls in TELEMETRY_TYPES) != telemetry:
             continue
+        if cls in _PERSONAL:
+            subjects.append(f"{PREFIX}.task.*.{verb}.{BY}.*")
+            if cls is TaskCancelRequested:
+                subjects.append(f"{PREFIX}.task.*.{verb}.{AS_OPERATOR}.*")
+            continue
         if cls not in _ALWAYS_SCOPED:
             subjects.append(f"{PREFIX}.task.*.{verb}")
         if cls not in _UNSCOPED:
             subjects.append(f"{PREFIX}.task.*.{verb}.*")
     for cls, verb in NODE_VERBS.items():
         if (cls in TELEMETRY_TYPES) == telemetry:
-            subjects.append(f"{PREFIX}.node.*.{verb}")
+            subjects.append(f"{PREFIX}.node.*.{verb}" + (f".{BY}.*" if cls in _PERSONAL else ""))
     if not telemetry:
         subjects += [f"{PREFIX}.coordinator.{verb}" for verb in COORDINATOR_VERBS.values()]
     return subjects
@@ -141,18 +170,30 @@ def task_filter(task_id: str) -> str:
 
 def node_filter(node_id: str) -> list[str]:
     """What a node consumes: events about its tasks and about itself."""
-    return [f"{PREFIX}.task.*.*.{node_id}", f"{PREFIX}.node.{node_id}.*"]
+    return [f"{PREFIX}.task.*.*.{node_id}", f"{PREFIX}.node.{node_id}.>"]
 
 
 def node_inbox_filter(node_id: str) -> list[str]:
     """What others tell a node: the decisions and answers addressed to it."""
     verbs = ("assigned", "cancelled", "reassigned", "guidance", "resource_granted", "resource_denied")
-    return [f"{PREFIX}.task.*.{verb}.{node_id}" for verb in verbs] + [f"{PREFIX}.node.{node_id}.*"]
+    return [f"{PREFIX}.task.*.{verb}.{node_id}" for verb in verbs] + [f"{PREFIX}.node.{node_id}.>"]
 
 
 def heartbeat_filter() -> str:
     return f"{PREFIX}.node.*.heartbeat"
 
 
-def api_subject(verb: str) -> str:
-    return f"{API_PREFIX}.{verb}"
+def api_subject(verb: str, user: str) -> str:
+    """A request from ``user`` (``*``: the coordinator's subscription to all of them)."""
+    return f"{API_PREFIX}.{verb}.{user}"
+
+
+def api_caller(subject: str) -> tuple[str, str]:
+    """(verb, user) of a request's subject."""
+    _, verb, user = subject.split(".", 2)
+    return verb, user
+
+
+def inbox_prefix(user: str) -> str:
+    """A user's replies arrive under this prefix, which only that user may read."""
+    return f"_INBOX.{user}"

@@ -134,8 +134,12 @@ class TaskFailed(Event, frozen=True, kw_only=True):
 
 
 class TaskCancelRequested(Event, frozen=True, kw_only=True):
+    """A person asks to stop a task: a client only its own tasks, an operator any
+    (``as_operator``: published on the ``op`` subject only the operator role may use)."""
+
     task_id: Id
     reason: Line = "cancelled by user"
+    as_operator: bool = False
 
 
 class TaskCancelled(Event, frozen=True, kw_only=True):

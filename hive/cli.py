@@ -4,6 +4,7 @@ service; problems the user can fix are one line on stderr and a non-zero exit co
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -18,8 +19,9 @@ import structlog
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edge.config import data_dir, resolve
-from edge.errors import HiveError
+from edge import bus
+from edge.config import Target, data_dir, resolve, user_of
+from edge.errors import HiveError, Unreachable
 from events.base import Resources
 from events.subjects import AUDIT_STREAM
 from events.task import TaskSpec
@@ -39,6 +41,13 @@ Server = Annotated[
 ]
 Data = Annotated[Optional[Path], typer.Option("--data", help="data directory (default: $HIVE_DATA or ./.hive)")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+Creds = Annotated[
+    Optional[Path],
+    typer.Option("--creds", envvar="HIVE_CREDS", help="NATS credentials file (default: yours in DATA/auth)"),
+]
+Ca = Annotated[
+    Optional[Path], typer.Option("--ca", envvar="HIVE_CA", help="CA of a tls:// server (default: DATA/auth/tls/ca.pem)")
+]
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -62,10 +71,13 @@ def serve(main: Coroutine[Any, Any, Any]) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
+        bus.stop_service = task.cancel  # the server closed us for good (revoked): stop, say why
         try:
             await task
         except asyncio.CancelledError:
             pass
+        if bus.refused_for_good:
+            raise Unreachable(bus.refused_for_good[-1])
 
     try:
         run(guarded())
@@ -96,8 +108,10 @@ def quiet() -> None:
     logs.configure("warning")
 
 
-async def _client(server: str | None, data: Path | None, role: str = "client") -> HiveClient:
-    return await HiveClient.connect(server, data, role=role)
+async def _client(
+    server: str | None, data: Path | None, role: str = "client", *, creds: Path | None = None, ca: Path | None = None
+) -> HiveClient:
+    return await HiveClient.connect(server, data, role=role, creds=creds, ca=ca)
 
 
 # -- services -----------------------------------------------------------------------------
@@ -111,12 +125,29 @@ def up(
     demo: Annotated[bool, typer.Option("--demo", help="submit a small sample workload and show it finish")] = False,
     server: Server = None,
     max_tasks: Annotated[int, typer.Option("--max-tasks", help="concurrent tasks per node")] = 4,
+    tls: Annotated[bool, typer.Option("--tls", help="TLS, with a certificate from a local CA (DATA/auth/tls)")] = False,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="TLS with your own certificate (PEM)")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="its private key (PEM)")] = None,
+    ca: Ca = None,
 ) -> None:
     """Start nats-server, the coordinator and N nodes; Ctrl-C stops everything."""
+    from edge.auth.tls import TlsFiles
     from hive.up import Cluster
 
     logs.configure("info")
-    cluster = Cluster(data_dir(data), port=port, nodes=nodes, server=server, max_tasks=max_tasks)
+    if (tls_cert is None) != (tls_key is None) or (tls_cert is not None and ca is None):
+        render.err.print("error: --tls-cert needs --tls-key, and --ca (the CA that signed it, for the services)")
+        raise typer.Exit(2)
+    own = None
+    if tls_cert is not None and tls_key is not None and ca is not None:
+        for path in (tls_cert, tls_key, ca):
+            if not path.is_file():
+                render.err.print(f"error: {path}: no such file")
+                raise typer.Exit(2)
+        own = TlsFiles(ca=ca.resolve(), cert=tls_cert.resolve(), key=tls_key.resolve())
+        os.environ["HIVE_CA"] = str(own.ca)  # the services and the banner's commands verify against it
+    directory = data_dir(data)
+    cluster = Cluster(directory, port=port, nodes=nodes, server=server, max_tasks=max_tasks, tls=tls, own_tls=own)
     try:
         cluster.run(demo=demo)
     except HiveError as exc:
@@ -128,6 +159,8 @@ def up(
 @app.command()
 def coordinator(
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
     db: Annotated[Optional[Path], typer.Option(help="projection file (default: DATA/coordinator.db)")] = None,
     missed_heartbeats: Annotated[int, typer.Option(help="heartbeats a node may miss before it is lost")] = 3,
@@ -144,7 +177,7 @@ def coordinator(
     logs.configure(log_level)
     directory = data_dir(data)
     service = Coordinator(
-        resolve(server, "coordinator", directory),
+        resolve(server, "coordinator", directory, creds=creds, ca=ca),
         db or directory / "coordinator.db",
         CoreConfig(missed_heartbeats=missed_heartbeats, startup_grace_s=startup_grace),
         TrustPolicy(initial=trust_initial, floor=trust_floor),
@@ -152,9 +185,16 @@ def coordinator(
     serve(service.run())
 
 
-@app.command()
+node_app = typer.Typer(help="Run a worker node; `hive node enroll|revoke NAME` manage node credentials.")
+app.add_typer(node_app, name="node")
+
+
+@node_app.callback(invoke_without_command=True)
 def node(
+    ctx: typer.Context,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
     node_id: Annotated[Optional[str], typer.Option("--id", help="node id (default: $NODE_ID or the hostname)")] = None,
     max_cpu: Annotated[Optional[float], typer.Option(help="cap the CPU cores offered ($MAX_CPU_CORES)")] = None,
@@ -171,12 +211,17 @@ def node(
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run a worker node."""
+    if ctx.invoked_subcommand is not None:
+        return  # enroll / revoke
     from node.service import Node
     from node.settings import NodeSettings
 
     logs.configure(log_level)
     directory = data_dir(data)
     gpu_list = [int(g) for g in gpus.split(",") if g.strip()] if gpus is not None else None
+    if node_id is None and not os.environ.get("NODE_ID") and (creds or os.environ.get("HIVE_CREDS")):
+        # a node enrolled elsewhere is who its credential says (the server allows nothing else)
+        node_id = user_of(Target("", str(creds or os.environ["HIVE_CREDS"])))
     try:
         settings = NodeSettings.from_env(
             node_id=node_id,
@@ -192,7 +237,7 @@ def node(
     except (msgspec.ValidationError, ValueError) as exc:
         render.err.print(f"error: bad node setting: {exc}")
         raise typer.Exit(1) from None
-    serve(Node(resolve(server, "node", directory), settings).run())
+    serve(Node(resolve(server, "node", directory, name=settings.node_id, creds=creds, ca=ca), settings).run())
 
 
 # -- writes -------------------------------------------------------------------------------
@@ -222,6 +267,8 @@ def submit(
     task_id: Annotated[Optional[str], typer.Option("--id", help="choose the task id")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="show progress until it ends; exit 1 if it failed")] = False,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
     as_json: Json = False,
 ) -> None:
@@ -257,14 +304,21 @@ def submit(
         min_trust=min_trust,
         name=name,  # type: ignore[arg-type]
     )
-    code = run(_submit(spec, task_id, wait, server, data, as_json))
+    code = run(_submit(spec, task_id, wait, server, data, as_json, creds, ca))
     raise typer.Exit(code)
 
 
 async def _submit(
-    spec: TaskSpec, task_id: str | None, wait: bool, server: str | None, data: Path | None, as_json: bool
+    spec: TaskSpec,
+    task_id: str | None,
+    wait: bool,
+    server: str | None,
+    data: Path | None,
+    as_json: bool,
+    creds: Path | None,
+    ca: Path | None,
 ) -> int:
-    async with await _client(server, data) as hive:
+    async with await _client(server, data, creds=creds, ca=ca) as hive:
         task_id = await hive.submit(spec, task_id)
         if not wait:
             render.emit_json({"task_id": task_id}) if as_json else print(task_id)
@@ -308,12 +362,12 @@ def _print_outcome(task: dict[str, Any]) -> None:
 
 
 @app.command()
-def cancel(task_id: str, server: Server = None, data: Data = None, as_json: Json = False) -> None:
+def cancel(task_id: str, server: Server = None, creds: Creds = None, ca: Ca = None, data: Data = None, as_json: Json = False) -> None:
     """Cancel a task: dropped from the queue, or stopped where it runs."""
     quiet()
 
     async def go() -> None:
-        async with await _client(server, data) as hive:
+        async with await _client(server, data, creds=creds, ca=ca) as hive:
             task = await hive.cancel(task_id)
             render.emit_json({"task_id": task_id, "was": task["state"]}) if as_json else print(
                 f"cancel requested for {task_id} (was {task['state']})"
@@ -323,12 +377,12 @@ def cancel(task_id: str, server: Server = None, data: Data = None, as_json: Json
 
 
 @app.command()
-def drain(node_id: str, server: Server = None, data: Data = None) -> None:
+def drain(node_id: str, server: Server = None, creds: Creds = None, ca: Ca = None, data: Data = None) -> None:
     """Stop giving a node work; it finishes what it has and leaves."""
     quiet()
 
     async def go() -> None:
-        async with await _client(server, data) as hive:
+        async with await _client(server, data, creds=creds, ca=ca) as hive:
             await hive.drain(node_id)
             print(f"drain requested for {node_id}")
 
@@ -343,6 +397,8 @@ def tasks(
     state: Annotated[Optional[str], typer.Option(help="only tasks in this state")] = None,
     limit: Annotated[int, typer.Option(help="the most recent N (0: all)")] = 50,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
     as_json: Json = False,
 ) -> None:
@@ -350,7 +406,7 @@ def tasks(
     quiet()
 
     async def go() -> None:
-        async with await _client(server, data, "auditor") as hive:
+        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
             rows = await hive.tasks(state, limit)
         render.emit_json(rows) if as_json else render.out.print(render.tasks_table(rows))
 
@@ -358,12 +414,12 @@ def tasks(
 
 
 @app.command()
-def task(task_id: str, server: Server = None, data: Data = None, as_json: Json = False) -> None:
+def task(task_id: str, server: Server = None, creds: Creds = None, ca: Ca = None, data: Data = None, as_json: Json = False) -> None:
     """One task: its state and its whole event history."""
     quiet()
 
     async def go() -> None:
-        async with await _client(server, data, "auditor") as hive:
+        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
             view = await hive.task(task_id)
             history = await hive.history(task_id)
         if as_json:
@@ -390,12 +446,12 @@ def task(task_id: str, server: Server = None, data: Data = None, as_json: Json =
 
 
 @app.command()
-def nodes(server: Server = None, data: Data = None, as_json: Json = False) -> None:
+def nodes(server: Server = None, creds: Creds = None, ca: Ca = None, data: Data = None, as_json: Json = False) -> None:
     """List nodes with capacity, availability and trust."""
     quiet()
 
     async def go() -> None:
-        async with await _client(server, data, "auditor") as hive:
+        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
             rows = await hive.nodes()
         render.emit_json(rows) if as_json else render.out.print(render.nodes_table(rows))
 
@@ -410,4 +466,5 @@ __all__ = ["TERMINAL", "app", "main"]
 
 
 # command groups in their own modules register on `app` when imported
-from hive.commands import log, negotiate, results, status, trust  # noqa: E402, F401
+for _module in ("creds", "log", "negotiate", "results", "status", "trust"):
+    importlib.import_module(f"hive.commands.{_module}")

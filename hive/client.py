@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from edge.bus import MSG_ID_HEADER, connect
-from edge.config import resolve
-from edge.errors import HiveError, NotFound, Unreachable
+from edge.config import resolve, user_of
+from edge.errors import Denied, HiveError, NotFound, Unreachable
 from edge.logread import read_stream
 from events.base import Event, new_id
 from events.codec import BadEvent, check_outgoing, decode, encode
@@ -33,20 +33,60 @@ ENDING_VERBS = frozenset({"completed", "failed", "cancelled"})
 ProgressFn = Callable[[float, str], None]
 
 
+class Refusals:
+    """What the server refused this connection (its error callback's permission violations)."""
+
+    def __init__(self) -> None:
+        self.seen = asyncio.Event()
+        self.last = ""
+
+    def add(self, text: str) -> None:
+        self.last = text
+        self.seen.set()
+
+
 class HiveClient:
     def __init__(self, nc: Client, name: str = "cli") -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=10)
+        self.user = name  # who the server knows this connection as: its requests say so
         self.emitter = f"client:{name}"
         self.last_seq = 0
+        self.refusals = Refusals()  # permission violations the server reported
+
+    async def _unless_refused(self, work: Awaitable[Any], what: str) -> Any:
+        """``work``, or ``Denied`` as soon as the server reports refusing it (nats-py only
+        tells the error callback; the publish itself would wait for its timeout)."""
+        self.refusals.seen.clear()
+        task = asyncio.ensure_future(work)
+        refused = asyncio.ensure_future(self.refusals.seen.wait())
+        try:
+            await asyncio.wait([task, refused], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if not task.done():
+            task.cancel()
+            subject = self.refusals.last.rsplit(" ", 1)[-1].strip('"')
+            raise Denied(f"the server refused {what} from {self.user}: its role may not publish on {subject}")
+        return task.result()
 
     @classmethod
     async def connect(
-        cls, server: str | None = None, data: str | Path | None = None, role: str = "client", deadline: float = 5.0
+        cls,
+        server: str | None = None,
+        data: str | Path | None = None,
+        role: str = "client",
+        deadline: float = 5.0,
+        *,
+        creds: str | Path | None = None,
+        ca: str | Path | None = None,
     ) -> HiveClient:
-        target = resolve(server, role, data)
-        nc = await connect(target, "hive-client", deadline=deadline, persistent=False)
-        return cls(nc)
+        target = resolve(server, role, data, creds=creds, ca=ca)
+        refusals = Refusals()
+        nc = await connect(target, "hive-client", deadline=deadline, persistent=False, on_denied=refusals.add)
+        client = cls(nc, user_of(target))
+        client.refusals = refusals
+        return client
 
     async def __aenter__(self) -> HiveClient:
         return self
@@ -63,7 +103,10 @@ class HiveClient:
     async def _publish(self, event: Event) -> int:
         data = self._outgoing(event)
         try:
-            ack = await self.js.publish(subject_for(event), data, headers={MSG_ID_HEADER: event.id})
+            publish = self.js.publish(subject_for(event), data, headers={MSG_ID_HEADER: event.id})
+            ack = await self._unless_refused(publish, type(event).__name__)
+        except Denied:
+            raise
         except Exception as exc:
             raise Unreachable(f"could not record {type(event).__name__}: {exc or type(exc).__name__}") from None
         self.last_seq = max(self.last_seq, ack.seq)
@@ -118,7 +161,13 @@ class HiveClient:
         task = await self.task(task_id)
         if task["state"] in TERMINAL:
             raise HiveError(f"task {task_id} is already {task['state']}")
-        await self._publish(TaskCancelRequested(task_id=task_id, reason=reason, emitter=self.emitter))
+        # someone else's task: only an operator may, on the subject only operators may use
+        others = task.get("submitted_by") not in (None, self.user)
+        event = TaskCancelRequested(task_id=task_id, reason=reason, as_operator=others, emitter=self.emitter)
+        try:
+            await self._publish(event)
+        except Denied:
+            raise Denied(f"{self.user} may cancel only their own tasks ({task_id} is {task['submitted_by']}'s)") from None
         return task
 
     async def drain(self, node_id: str) -> None:
@@ -134,11 +183,16 @@ class HiveClient:
         if self.last_seq:
             payload["min_seq"] = self.last_seq
         try:
-            msg = await self.nc.request(api_subject(verb), msgspec.json.encode(payload), timeout=timeout)
+            asked = self.nc.request(api_subject(verb, self.user), msgspec.json.encode(payload), timeout=timeout)
+            msg = await self._unless_refused(asked, f"the request {verb!r}")
+        except Denied:
+            raise
         except Exception as exc:
             name = type(exc).__name__
             if "NoResponders" in name or "Timeout" in name:
-                raise Unreachable("no coordinator answered (is `hive coordinator` running?)") from None
+                raise Unreachable(
+                    f"no coordinator answered {verb} (is `hive coordinator` running? may {self.user} ask for it?)"
+                ) from None
             raise Unreachable(f"request {verb} failed: {exc or name}") from None
         reply = msgspec.json.decode(msg.data)
         if not reply.get("ok"):

@@ -38,7 +38,7 @@ def clock(ts: float) -> str:
 
 def tasks_table(tasks: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(tasks)} tasks", title_justify="left")
-    for col in ("TASK", "STATE", "EXECUTOR", "WHAT", "PRI", "ATTEMPT", "NODE", "SUBMITTED", "INFO"):
+    for col in ("TASK", "STATE", "EXECUTOR", "WHAT", "PRI", "ATTEMPT", "NODE", "BY", "SUBMITTED", "INFO"):
         table.add_column(col, overflow="fold")
     for t in tasks:
         info = t.get("error") or t.get("reason") or ""
@@ -52,6 +52,7 @@ def tasks_table(tasks: list[dict[str, Any]]) -> Table:
             str(t["priority"]),
             f"{t['attempt']}/{t['max_attempts']}",
             t.get("node_id") or "-",
+            t.get("submitted_by") or "-",
             ago(t["submitted_at"]),
             str(info)[:60],
         )

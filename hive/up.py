@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edge.auth import ensure as ensure_authority
+from edge.auth.tls import TlsFiles
 from edge.bus import connect
-from edge.config import ROLES, STATE_FILE, make_credentials, password_env, resolve
+from edge.config import STATE_FILE, auth_dir, local_person, resolve
 from edge.errors import HiveError
 from events.streams import ensure_streams
 from hive import render
@@ -103,8 +105,19 @@ class Supervised:
 
 
 class Cluster:
-    def __init__(self, data: Path, port: int, nodes: int, server: str | None, max_tasks: int = 4) -> None:
+    def __init__(
+        self,
+        data: Path,
+        port: int,
+        nodes: int,
+        server: str | None,
+        max_tasks: int = 4,
+        tls: bool = False,
+        own_tls: TlsFiles | None = None,
+    ) -> None:
         self.data = data
+        self.tls = tls or own_tls is not None
+        self.own_tls = own_tls
         self.port = port
         self.node_count = nodes
         self.external = server
@@ -125,15 +138,16 @@ class Cluster:
     def run(self, demo: bool = False) -> None:
         logs = self.logs
         logs.mkdir(parents=True, exist_ok=True)
-        creds = make_credentials(self.data)
+        # the key store: each service and the local person get their own credential from it
+        ensure_authority(auth_dir(self.data))
         if self.external is None:
-            self.server = EmbeddedServer(self.data / "jetstream", self.port, creds, logs / f"{SERVER}.log")
+            self.server = EmbeddedServer(self.data, self.port, logs / f"{SERVER}.log", tls=self.tls, own=self.own_tls)
             self.server.start()
             self.supervised[SERVER] = Supervised([], started=time.monotonic())
         (self.data / STATE_FILE).write_text(json.dumps({"server": self.url, "pid": os.getpid()}))
         asyncio.run(self._prepare())
         env = dict(os.environ)
-        env.update({password_env(role): creds[role] for role in ROLES})
+        env.pop("HIVE_CREDS", None)  # each child finds its own credential in the key store
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.env = env
         base = [sys.executable, "-m", "hive"]
@@ -233,7 +247,7 @@ class Cluster:
             f"  coordinator   pid {coordinator.pid if coordinator else '-'}, projection {self.data / 'coordinator.db'}",
             f"  nodes         {', '.join(n for n in self.supervised if n.startswith('node-')) or 'none'}",
             f"  logs          {logs}/",
-            f"  credentials   {self.data / 'credentials.json'} (roles: {', '.join(ROLES)})",
+            f"  credentials   {auth_dir(self.data)} (you: operator {local_person()}; `hive creds list`)",
             "  try           hive submit --wait -- echo hello   |   hive tasks   |   hive nodes   |   hive events -f",
             "  stop          Ctrl-C",
         ]

@@ -12,19 +12,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from edge.config import ROLES, make_credentials, password_env
+from edge.auth import ensure
+from edge.bus import credentials
+from edge.config import auth_dir, local_creds, resolve
 from hive.server import EmbeddedServer, free_port
 
 
 class Server:
-    """An embedded nats-server on a free port with its store in ``directory``."""
+    """An embedded nats-server in operator mode on a free port, with its store and key store
+    in ``directory``: every process and test user connects with a credential of its own."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, tls: bool = False) -> None:
         self.directory = directory
-        self.creds = make_credentials(directory)
         self.port = port or free_port()
-        self.server = EmbeddedServer(directory / "jetstream", self.port, self.creds, directory / "nats-server.log")
+        self.server = EmbeddedServer(directory, self.port, directory / "nats-server.log", tls=tls)
+        ensure(auth_dir(directory))
 
     @property
     def url(self) -> str:
@@ -40,11 +44,21 @@ class Server:
     def kill(self) -> None:
         self.server.kill()
 
+    def creds(self, role: str, name: str) -> Path:
+        """The credentials of ``name`` (issued now if new), as `hive` would find them."""
+        found = local_creds(self.directory, role, name)
+        assert found is not None
+        return found
+
+    def options(self, role: str, name: str) -> dict[str, Any]:
+        """``nats.connect`` keyword arguments for a raw connection as ``name``."""
+        return credentials(resolve(self.url, role, self.directory, name=name, creds=self.creds(role, name)))
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({password_env(role): self.creds[role] for role in ROLES})
         env.update({"HIVE_SERVER": self.url, "HIVE_DATA": str(self.directory), "PYTHONUNBUFFERED": "1"})
-        env.pop("HIVE_USER", None)
+        for name in ("HIVE_USER", "HIVE_CREDS", "HIVE_CA"):
+            env.pop(name, None)
         return env
 
 

@@ -10,6 +10,10 @@ Subjects (events/subjects.py, with the authenticated-user scheme this module pro
   ``hive.task.<task>.submitted.by.<user>``, ``hive.task.<task>.cancel_requested.by.<user>``,
   ``hive.node.<node>.drain_requested.by.<user>`` (six tokens, so ``hive.task.*.*.<node>``,
   a node's filter, never matches a user who shares a node's name);
+* an operator cancels anyone's task on ``hive.task.<task>.cancel_requested.op.<user>``:
+  only the operator role may publish the ``op`` form, so the server vouches for the role,
+  not only the name (a client's ``by`` cancel is checked against the task's owner by the
+  coordinator);
 * request-reply is ``hiveapi.<verb>.<user>``: the coordinator serves ``hiveapi.<verb>.*``
   and reads the caller from the last token;
 * every user's inbox prefix is ``_INBOX.<name>`` (nats-py ``inbox_prefix``), so a user
@@ -35,7 +39,7 @@ BUCKET_STREAM = f"OBJ_{BUCKET}"
 # hiveapi verbs (coordinator/api.py): reads, then what changes something
 READ_VERBS = ("tasks", "task", "nodes", "requests", "trust", "stats")
 CLIENT_VERBS = (*READ_VERBS, "validate")
-OPERATOR_VERBS = (*CLIENT_VERBS, "guide", "grant", "deny", "trust_reset")
+OPERATOR_VERBS = (*CLIENT_VERBS, "guide", "grant", "deny", "trust_reset", "node_revoked")
 
 NODE_TASK_VERBS = ("started", "progress", "completed", "failed", "help_requested", "resource_requested")
 NODE_VERBS = ("registered", "heartbeat", "drained")
@@ -100,6 +104,7 @@ _CLIENT_EVENTS = [
     f"hive.task.*.cancel_requested.by.{NAME}",
     f"hive.node.*.drain_requested.by.{NAME}",
 ]
+_OPERATOR_EVENTS = [*_CLIENT_EVENTS, f"hive.task.*.cancel_requested.op.{NAME}"]
 
 TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     "coordinator": {
@@ -123,7 +128,7 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
         "sub": {"allow": ["hive.>", INBOX]},
     },
     "operator": {
-        "pub": {"allow": [*_CLIENT_EVENTS, *_api(OPERATOR_VERBS), *JS_READ]},
+        "pub": {"allow": [*_OPERATOR_EVENTS, *_api(OPERATOR_VERBS), *JS_READ]},
         "sub": {"allow": ["hive.>", INBOX]},
     },
     "auditor": {

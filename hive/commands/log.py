@@ -15,7 +15,7 @@ from edge.config import data_dir
 from events.codec import BadEvent, decode
 from events.subjects import ALL_EVENTS, AUDIT_STREAM, TELEMETRY_STREAM
 from hive import render
-from hive.cli import Data, Json, Server, _client, app, quiet, run
+from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
 
 
 @app.command()
@@ -23,6 +23,8 @@ def events(
     subject_filter: Annotated[str, typer.Argument(help="subject filter, e.g. 'hive.task.T.>'")] = ALL_EVENTS,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events")] = False,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
     as_json: Json = False,
 ) -> None:
@@ -53,7 +55,7 @@ def events(
 
             return put
 
-        async with await _client(server, data, "auditor") as hive:
+        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
             readers = [
                 asyncio.create_task(read_stream(hive.js, stream, sink(stream), filters=[subject_filter], live=follow))
                 for stream in (AUDIT_STREAM, TELEMETRY_STREAM)
@@ -81,6 +83,8 @@ def replay(
         Optional[Path], typer.Option(help="live projection to compare with (default: DATA/coordinator.db)")
     ] = None,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
     as_json: Json = False,
 ) -> None:
@@ -91,7 +95,7 @@ def replay(
     directory = data_dir(data)
 
     async def go() -> int:
-        async with await _client(server, data, "auditor") as hive:
+        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
             report = await replay_and_compare(
                 hive.js, db or directory / "replay.db", live or directory / "coordinator.db"
             )

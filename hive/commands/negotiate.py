@@ -9,14 +9,16 @@ import typer
 from rich.table import Table
 
 from hive import render
-from hive.cli import Data, Json, Server, _client, app, quiet, run
+from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
 
 
-def _answer(verb: str, body: dict[str, Any], server: str | None, data: Path | None, done: str) -> None:
+def _answer(
+    verb: str, body: dict[str, Any], server: str | None, data: Path | None, done: str, creds: Path | None, ca: Path | None
+) -> None:
     quiet()
 
     async def go() -> None:
-        async with await _client(server, data) as hive:
+        async with await _client(server, data, creds=creds, ca=ca) as hive:
             await hive.request(verb, body)
         print(done)
 
@@ -27,6 +29,8 @@ def _answer(verb: str, body: dict[str, Any], server: str | None, data: Path | No
 def help_requests(
     show_all: Annotated[bool, typer.Option("--all", help="answered ones too")] = False,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
     as_json: Json = False,
 ) -> None:
@@ -34,7 +38,7 @@ def help_requests(
     quiet()
 
     async def go() -> None:
-        async with await _client(server, data, "auditor") as hive:
+        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
             rows = await hive.request("requests", {"all": show_all})
         if as_json:
             render.emit_json(rows)
@@ -67,11 +71,13 @@ def guide(
     message: Annotated[str, typer.Option(help="a note for the task")] = "",
     request_id: Annotated[Optional[str], typer.Option("--request", help="which request (default: the newest)")] = None,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
 ) -> None:
     """Answer a task's help request."""
     body = {"task_id": task_id, "action": action, "message": message, "request_id": request_id}
-    _answer("guide", body, server, data, f"guidance {action} sent to {task_id}")
+    _answer("guide", body, server, data, f"guidance {action} sent to {task_id}", creds, ca)
 
 
 @app.command()
@@ -81,11 +87,13 @@ def grant(
     message: Annotated[str, typer.Option(help="a note for the task")] = "",
     request_id: Annotated[Optional[str], typer.Option("--request", help="which request (default: the newest)")] = None,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
 ) -> None:
     """Grant a task's resource request."""
     body = {"task_id": task_id, "amount": amount, "message": message, "request_id": request_id}
-    _answer("grant", body, server, data, f"granted to {task_id}")
+    _answer("grant", body, server, data, f"granted to {task_id}", creds, ca)
 
 
 @app.command()
@@ -94,7 +102,9 @@ def deny(
     reason: Annotated[str, typer.Option(help="why")] = "denied by operator",
     request_id: Annotated[Optional[str], typer.Option("--request", help="which request (default: the newest)")] = None,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
 ) -> None:
     """Deny a task's resource request."""
-    _answer("deny", {"task_id": task_id, "reason": reason, "request_id": request_id}, server, data, f"denied {task_id}")
+    _answer("deny", {"task_id": task_id, "reason": reason, "request_id": request_id}, server, data, f"denied {task_id}", creds, ca)

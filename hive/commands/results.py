@@ -20,7 +20,7 @@ from rich.table import Table
 from edge.errors import HiveError
 from events.subjects import RESULTS_BUCKET
 from hive import render
-from hive.cli import Data, Json, Server, _client, app, quiet, run
+from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
 from node.results import object_name
 
 
@@ -31,16 +31,20 @@ def results(
         Optional[Path], typer.Option("--dir", "-d", help="where to put the files (default: ./results/TASK)")
     ] = None,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
     as_json: Json = False,
 ) -> None:
     """Download the files a task wrote under /workspace/out (its workspace's out/) and check their digests."""
     quiet()
-    run(_results(task_id, directory or Path("results") / task_id, server, data, as_json))
+    run(_results(task_id, directory or Path("results") / task_id, server, data, as_json, creds, ca))
 
 
-async def _results(task_id: str, directory: Path, server: str | None, data: Path | None, as_json: bool) -> None:
-    async with await _client(server, data) as hive:
+async def _results(
+    task_id: str, directory: Path, server: str | None, data: Path | None, as_json: bool, creds: Path | None, ca: Path | None
+) -> None:
+    async with await _client(server, data, creds=creds, ca=ca) as hive:
         task = await hive.task(task_id)
         outputs: list[dict[str, Any]] = task.get("outputs") or []
         if not outputs:

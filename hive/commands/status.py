@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from hive import render
-from hive.cli import Data, Json, Server, _client, app, quiet, run
+from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
 
 
 def status_table(stats: dict[str, Any]) -> Table:
@@ -30,12 +30,12 @@ def status_table(stats: dict[str, Any]) -> Table:
 
 
 @app.command()
-def status(server: Server = None, data: Data = None, as_json: Json = False) -> None:
+def status(server: Server = None, creds: Creds = None, ca: Ca = None, data: Data = None, as_json: Json = False) -> None:
     """The cluster at a glance: log position, tasks and nodes by state, rejected events."""
     quiet()
 
     async def go() -> None:
-        async with await _client(server, data, "auditor") as hive:
+        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
             stats = await hive.request("stats")
         render.emit_json(stats) if as_json else render.out.print(status_table(stats))
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from edge.errors import HiveError
 from hive import render
-from hive.cli import Data, Json, Server, _client, app, quiet, run
+from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
 from hive.client import HiveClient
 
 # how long a reset waits for the coordinator's projection to show it
@@ -32,6 +32,8 @@ def trust(
     reset: Annotated[bool, typer.Option("--reset", help="set the score back (default: the initial score)")] = False,
     score: Annotated[Optional[float], typer.Option("--score", help="with --reset: the score to set (0..100)")] = None,
     server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
     data: Data = None,
     as_json: Json = False,
 ) -> None:
@@ -41,7 +43,7 @@ def trust(
     if problem:
         render.err.print(f"error: {problem}")
         raise typer.Exit(1)
-    run(_trust(node_id, explain, reset, score, server, data, as_json))
+    run(_trust(node_id, explain, reset, score, server, data, as_json, creds, ca))
 
 
 def _check_options(reset: bool, score: float | None) -> str | None:
@@ -60,9 +62,11 @@ async def _trust(
     server: str | None,
     data: Path | None,
     as_json: bool,
+    creds: Path | None = None,
+    ca: Path | None = None,
 ) -> None:
     # reading is an auditor's right; a reset is an operator's (the client role)
-    async with await _client(server, data, "client" if reset else "auditor") as hive:
+    async with await _client(server, data, "client" if reset else "auditor", creds=creds, ca=ca) as hive:
         report = await hive.request("trust", {"node_id": node_id})
         if reset:
             report = await _reset(hive, node_id, score, max((c["seq"] for c in report["changes"]), default=0))

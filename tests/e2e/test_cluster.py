@@ -139,7 +139,7 @@ async def test_tables_and_json_reads(nats_server: Server, client: HiveClient) ->
 
 async def test_raw_nats_subscriber_sees_json_with_type(nats_server: Server, client: HiveClient) -> None:
     """What `nats sub 'hive.>'` shows: every message is JSON with a type field."""
-    nc = await nats.connect(nats_server.url, user="auditor", password=nats_server.creds["auditor"])
+    nc = await nats.connect(nats_server.url, **nats_server.options("auditor", "audrey"))
     seen: list[tuple[str, bytes]] = []
 
     async def collect(msg: nats.aio.msg.Msg) -> None:

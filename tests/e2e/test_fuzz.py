@@ -179,7 +179,16 @@ def lies(before: dict[str, dict[str, Any]], holds: list[str], never: list[str], 
     return out
 
 
-async def publish_all(url: str, creds: dict[str, str], items: list[tuple[str, bytes]], counts: Counter[str]) -> None:
+def publishers(server: Server) -> dict[str, dict[str, Any]]:
+    """Who publishes: node-side payloads with the coordinator's credential (the server lets
+    it say anything, so every payload reaches the coordinator's own checks, as from a
+    compromised credential), a person's as the user ``fuzz`` (the emitter the strategies use)."""
+    return {"node": server.options("coordinator", "coordinator"), "client": server.options("client", "fuzz")}
+
+
+async def publish_all(
+    url: str, who: dict[str, dict[str, Any]], items: list[tuple[str, bytes]], counts: Counter[str]
+) -> None:
     """Publish each payload as the user that may write it (every 7th as the other one), via
     JetStream; half the heartbeats with a core publish. Refusals are counted, not raised."""
     conns = {}
@@ -188,7 +197,7 @@ async def publish_all(url: str, creds: dict[str, str], items: list[tuple[str, by
         async def on_error(exc: Exception, user: str = user) -> None:
             counts[f"{user}_server_error" + ("_permission" if "ermission" in str(exc) else "")] += 1
 
-        nc = await nats.connect(url, user=user, password=creds[user], error_cb=on_error, max_reconnect_attempts=-1)
+        nc = await nats.connect(url, **who[user], error_cb=on_error, max_reconnect_attempts=-1)
         conns[user] = (nc, nc.jetstream(timeout=10, publish_async_max_pending=len(items) + 10))
     futures: dict[asyncio.Future[Any], str] = {}
     valid: set[asyncio.Future[Any]] = set()
@@ -227,7 +236,7 @@ async def poke_api(client: HiveClient, items: list[tuple[str, bytes]], counts: C
 
     async def one(verb: str, body: bytes) -> None:
         try:
-            reply = json.loads((await client.nc.request(api_subject(verb), body, timeout=3)).data)
+            reply = json.loads((await client.nc.request(api_subject(verb, client.user), body, timeout=3)).data)
             counts["api_ok" if reply.get("ok") else "api_error_reply"] += 1
         except Exception as exc:
             counts[f"api_{type(exc).__name__}"] += 1
@@ -307,11 +316,10 @@ async def test_fuzzed_wire_changes_nothing_it_should_not(tmp_path: Any) -> None:
             nodes_before = node_rows(await client.nodes())
             assert [before[t]["state"] for t in real] == ["completed"] * 5 + ["running"] * 3 + ["queued"] * 2, before
 
-            conn = await nats.connect(server.url, user="node", password=server.creds["node"])
-            client_js, node_js = client.js, conn.jetstream()
+            conn = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
+            node_js = conn.jetstream()
             for event in lies(before, holds, never, noops):
-                kind = event.emitter.partition(":")[0]
-                await (client_js if kind == "client" else node_js).publish(subject_for(event), encode(event))
+                await node_js.publish(subject_for(event), encode(event))  # as the coordinator: the server refuses none
                 counts["lies_published"] += 1
             await conn.close()
 
@@ -319,7 +327,7 @@ async def test_fuzzed_wire_changes_nothing_it_should_not(tmp_path: Any) -> None:
             counts.update(generated)
             assert len(items) >= 3000, generated
             counts["generate_s"] = round(time.monotonic() - started)  # overlapped with the cluster's start
-            await publish_all(server.url, server.creds, items, counts)
+            await publish_all(server.url, publishers(server), items, counts)
             await poke_api(client, items, counts)
             last = (await client.js.stream_info(AUDIT_STREAM)).state.last_seq
             stats = await caught_up(client, last)

@@ -51,7 +51,7 @@ async def test_gpu_tasks_are_pinned_and_heartbeats_carry_usage(fresh_server: Ser
             assert second["stdout"].strip() == "visible=[]"
             assert (await client.task(too_many))["state"] == "queued"
             await client.cancel(too_many)
-            nc = await nats.connect(fresh_server.url, user="auditor", password=fresh_server.creds["auditor"])
+            nc = await nats.connect(fresh_server.url, **fresh_server.options("auditor", "audrey"))
             beat: asyncio.Future[NodeHeartbeat] = asyncio.get_running_loop().create_future()
 
             async def on_beat(msg: nats.aio.msg.Msg) -> None:

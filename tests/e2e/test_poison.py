@@ -15,7 +15,7 @@ import pytest
 
 from edge.errors import HiveError
 from events.base import Resources
-from events.subjects import AUDIT_STREAM
+from events.subjects import AUDIT_STREAM, api_subject
 from events.task import TaskSpec
 from hive.client import HiveClient
 from tests.cluster import Proc, Server, coordinator, hive, node
@@ -80,7 +80,7 @@ def poisons(queued: str, running: str, on: str, other: str) -> list[tuple[str, s
     ``running`` runs on node ``on``, ``other`` is the other node."""
     long_id = "x" * 300
     return [
-        ("nested 10,000 deep", "client", "hive.task.deep1.submitted", deep(submission("deep1"), "spec.payload")),
+        ("nested 10,000 deep", "client", "hive.task.deep1.submitted.by.mallory", deep(submission("deep1"), "spec.payload")),
         (
             "nested 10,000 deep in a node event",
             "node",
@@ -96,28 +96,28 @@ def poisons(queued: str, running: str, on: str, other: str) -> list[tuple[str, s
         (
             "just under the max payload",
             "client",
-            "hive.task.big1.submitted",
+            "hive.task.big1.submitted.by.mallory",
             raw(submission("big1", payload="x" * (8 * 1024 * 1024 - 4096))),
         ),
-        ("priority 2**70", "client", "hive.task.prio1.submitted", raw(submission("prio1", priority=2**70))),
+        ("priority 2**70", "client", "hive.task.prio1.submitted.by.mallory", raw(submission("prio1", priority=2**70))),
         (
             "negative resources",
             "client",
-            "hive.task.neg1.submitted",
+            "hive.task.neg1.submitted.by.mallory",
             raw(submission("neg1", resources={"cpu": -1000})),
         ),
-        ("id with *", "client", "hive.task.*.submitted", raw(submission("a*b"))),
-        ("id with >", "client", "hive.task.a>b.submitted", raw(submission("a>b"))),
-        ("non-ASCII id", "client", "hive.task.tâche.submitted", raw(submission("tâche"))),
-        ("300-char id", "client", f"hive.task.{long_id}.submitted", raw(submission(long_id))),
-        ("depends on itself", "client", "hive.task.self1.submitted", raw(submission("self1", after=["self1"]))),
-        ("max_attempts 0", "client", "hive.task.att0.submitted", raw(submission("att0", max_attempts=0))),
-        ("max_attempts -1", "client", "hive.task.att1.submitted", raw(submission("att1", max_attempts=-1))),
-        ("negative timeout", "client", "hive.task.tmo1.submitted", raw(submission("tmo1", timeout_s=-5))),
+        ("id with *", "client", "hive.task.*.submitted.by.mallory", raw(submission("a*b"))),
+        ("id with >", "client", "hive.task.a>b.submitted.by.mallory", raw(submission("a>b"))),
+        ("non-ASCII id", "client", "hive.task.tâche.submitted.by.mallory", raw(submission("tâche"))),
+        ("300-char id", "client", f"hive.task.{long_id}.submitted.by.mallory", raw(submission(long_id))),
+        ("depends on itself", "client", "hive.task.self1.submitted.by.mallory", raw(submission("self1", after=["self1"]))),
+        ("max_attempts 0", "client", "hive.task.att0.submitted.by.mallory", raw(submission("att0", max_attempts=0))),
+        ("max_attempts -1", "client", "hive.task.att1.submitted.by.mallory", raw(submission("att1", max_attempts=-1))),
+        ("negative timeout", "client", "hive.task.tmo1.submitted.by.mallory", raw(submission("tmo1", timeout_s=-5))),
         (
             "no ts",
             "client",
-            "hive.task.nots1.submitted",
+            "hive.task.nots1.submitted.by.mallory",
             raw({k: v for k, v in submission("nots1").items() if k != "ts"}),
         ),
         (
@@ -148,7 +148,7 @@ def poisons(queued: str, running: str, on: str, other: str) -> list[tuple[str, s
         (
             "a submission on a node's completion subject (dotted id)",
             "node",
-            "hive.task.x.completed.submitted",
+            "hive.task.x.completed.submitted.by.mallory",
             raw(submission("x.completed")),
         ),
         (
@@ -172,13 +172,13 @@ def poisons(queued: str, running: str, on: str, other: str) -> list[tuple[str, s
         (
             "cancel another task",
             "client",
-            "hive.task.other.cancel_requested",
+            "hive.task.other.cancel_requested.by.mallory",
             raw(event("TaskCancelRequested", "client:mallory", task_id=queued)),
         ),
-        ("garbage", "client", f"hive.task.{queued}.submitted", b"\x00\xffnot json"),
-        ("wrong type", "client", f"hive.task.{queued}.submitted", b'{"type": "TaskSubmitted", "task_id": 5}'),
-        ("unknown tag", "client", f"hive.task.{queued}.submitted", b'{"type": "TaskExploded", "task_id": "x"}'),
-        ("an array", "client", f"hive.task.{queued}.cancel_requested", b"[1, 2, 3]"),
+        ("garbage", "client", f"hive.task.{queued}.submitted.by.mallory", b"\x00\xffnot json"),
+        ("wrong type", "client", f"hive.task.{queued}.submitted.by.mallory", b'{"type": "TaskSubmitted", "task_id": 5}'),
+        ("unknown tag", "client", f"hive.task.{queued}.submitted.by.mallory", b'{"type": "TaskExploded", "task_id": "x"}'),
+        ("an array", "client", f"hive.task.{queued}.cancel_requested.by.mallory", b"[1, 2, 3]"),
     ]
 
 
@@ -197,22 +197,29 @@ async def test_poison_is_refused_and_survives_restarts(
 
     on = (await client.task(running))["node_id"]
     cases = poisons(queued, running, on, "n2" if on == "n1" else "n1")
+    # each as the user it claims to be (the node the holding task runs on, the client
+    # mallory); what the server refuses to them, again with the coordinator's credential,
+    # which may say anything: the coordinator's own rules must hold even then
     conns = {
-        user: await nats.connect(fresh_server.url, user=user, password=fresh_server.creds[user])
-        for user in ("node", "client")
+        "node": await nats.connect(fresh_server.url, **fresh_server.options("node", on)),
+        "client": await nats.connect(fresh_server.url, **fresh_server.options("client", "mallory")),
+        "stolen": await nats.connect(fresh_server.url, **fresh_server.options("coordinator", "coordinator")),
     }
-    written = 0
+    written, refused = 0, []
     try:
         for what, user, subject, data in cases:
-            js = conns[user].jetstream()
-            try:
-                await js.publish(subject, data, timeout=5)
-                written += 1
-            except Exception as exc:  # the server refuses some outright (max payload, no stream): fine too
-                print(f"server refused {what!r}: {type(exc).__name__}")
+            for who in (user, "stolen"):
+                try:
+                    await conns[who].jetstream().publish(subject, data, timeout=1)
+                    written += 1
+                    break
+                except Exception as exc:  # refused by the server (permissions, max payload, no stream)
+                    refused.append((what, who, type(exc).__name__))
     finally:
         for conn in conns.values():
             await conn.close()
+    print(f"server refused: {refused}")
+    assert any(who == "node" for _, who, _ in refused), "the server let a node speak for another"
     client.last_seq = (await client.js.stream_info(AUDIT_STREAM)).state.last_seq
 
     stats = await client.request("stats")
@@ -241,7 +248,7 @@ async def test_poison_is_refused_and_survives_restarts(
         ("trust_reset", b'{"node_id": "n1", "score": "high"}'),
         ("guide", b"\xff\xfe"),
     ]:
-        reply = json.loads((await client.nc.request(f"hiveapi.{verb}", body, timeout=5)).data)
+        reply = json.loads((await client.nc.request(api_subject(verb, client.user), body, timeout=5)).data)
         assert reply["ok"] is False and reply["error"], (verb, reply)
 
     # the CLI reads the same log: every read command still answers

@@ -148,7 +148,7 @@ async def test_same_event_twice_is_applied_once(fresh_server: Server) -> None:
     try:
         async with await HiveClient.connect(fresh_server.url, fresh_server.directory) as client:
             event = TaskSubmitted(
-                task_id=f"dup-{time.time_ns()}", spec=TaskSpec(command=["true"]), emitter="client:test"
+                task_id=f"dup-{time.time_ns()}", spec=TaskSpec(command=["true"]), emitter=client.emitter
             )
             data, subject = encode(event), subject_for(event)
             first = await client.js.publish(subject, data, headers={MSG_ID_HEADER: event.id})

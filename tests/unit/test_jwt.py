@@ -225,3 +225,11 @@ def test_server_config_snippet(tmp_path: Path) -> None:
     assert json.dumps(str((tmp_path / "resolver").resolve())) in text
     for key, token in authority.accounts.items():
         assert f'{key}: "{token}"' in text
+
+
+def test_readme_permission_table_is_generated() -> None:
+    from edge.auth.matrix import matrix_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- matrix:begin", 1)[1].split("-->", 1)[1].split("<!-- matrix:end -->", 1)[0]
+    assert block.strip() == matrix_markdown().strip(), "README permission table is stale: paste matrix_markdown()"

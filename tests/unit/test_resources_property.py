@@ -288,7 +288,7 @@ def _stale(world: World, index: int, kind: str) -> None:
 def _cancel_request(world: World, index: int) -> None:
     task_id = world.pick(sorted(world.state.tasks), index)
     if task_id is not None:
-        world.record(TaskCancelRequested(task_id=task_id, ts=world.now))
+        world.record(TaskCancelRequested(task_id=task_id, ts=world.now, emitter="client:test"))
 
 
 def _cancel(world: World, index: int) -> None:
