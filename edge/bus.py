@@ -47,6 +47,7 @@ async def connect(
 ) -> Client:
     """Connect or raise ``Unreachable`` after ``deadline`` seconds, with the last reason."""
     last_error: list[str] = []
+    refusal: list[str] = []
     asked_to_close = False
     connected = asyncio.Event()
     holder: list[Client] = []
@@ -56,6 +57,8 @@ async def connect(
         if connected.is_set() and (not last_error or last_error[-1] != text):
             log.debug("nats error", error=text)
         last_error[:] = [text]
+        if any(word in text.lower() for word in ("revoked", "authorization", "authentication", "expired")):
+            refusal[:] = [text]  # the reason a close for good gives; an EOF after it says less
         if on_denied is not None and "permissions violation" in text:
             on_denied(text)  # the server refused a publish or subscribe: nothing else says so
 
@@ -66,7 +69,7 @@ async def connect(
     async def closed() -> None:
         # a close nobody asked for: the server refused us for good (a revoked credential)
         if connected.is_set() and persistent and holder and not holder[0].is_draining and not asked_to_close:
-            reason = last_error[-1] if last_error else "connection closed"
+            reason = (refusal or last_error or ["connection closed"])[-1]
             log.error("the NATS server closed this connection for good; stopping", error=reason)
             refused_for_good.append(explain(target, reason))
             stop = on_closed or stop_service
@@ -95,7 +98,7 @@ async def connect(
     try:
         nc = await asyncio.wait_for(nats.connect(**options), timeout=deadline)
     except (TimeoutError, OSError, nats.errors.Error, ssl.SSLError) as exc:
-        reason = last_error[-1] if last_error else (str(exc) or type(exc).__name__)
+        reason = (refusal or last_error or [str(exc) or type(exc).__name__])[-1]
         raise Unreachable(explain(target, reason)) from None
     holder.append(nc)
     connected.set()

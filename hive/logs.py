@@ -20,6 +20,9 @@ _dict_tracebacks = structlog.processors.ExceptionRenderer(ExceptionDictTransform
 def configure(level: str = "info", json_logs: bool | None = None, file: TextIO | None = None) -> None:
     """Log to ``file`` (default: sys.stderr): JSON unless ``file`` is a terminal."""
     stream = file if file is not None else sys.stderr
+    # asyncio warns on every TLS connection the server closes ("returning true from
+    # eof_received() has no effect when using ssl"): harmless, and it is not our log
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     if json_logs is None:
         json_logs = not stream.isatty()
     tail: list[structlog.typing.Processor] = (
