@@ -223,7 +223,7 @@ async def bench(args: argparse.Namespace, server: Server, procs: list[Proc]) -> 
     watcher = Watcher()
     try:
         await wait_until_ready(client, args.nodes)
-        for subject in ("hive.task.*.submitted", "hive.task.*.completed.*", "hive.task.*.failed.*"):
+        for subject in ("hive.task.*.submitted.by.*", "hive.task.*.completed.*", "hive.task.*.failed.*"):
             await watch.subscribe(subject, cb=watcher.on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
         await watch.flush()
         limit = max(120.0, args.tasks / 20)

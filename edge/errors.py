@@ -26,6 +26,12 @@ class Denied(HiveError):
     exit_code = 2
 
 
+class Invalid(HiveError):
+    """Input refused before anything was written (a name that cannot be a subject token)."""
+
+    exit_code = 2
+
+
 class BadCredentials(HiveError):
     """A credentials or CA file that cannot be used (checked before connecting)."""
 

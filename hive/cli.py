@@ -427,8 +427,12 @@ def task(task_id: str, server: Server = None, creds: Creds = None, ca: Ca = None
                 {"task": view, "events": [msgspec.to_builtins(e) | {"seq": s, "stream": st} for s, st, e in history]}
             )
             return
+        who = f"  submitted by {view.get('submitted_by') or '?'}"
+        if view.get("cancelled_by"):
+            who += f", cancel asked by {view['cancelled_by']}"
         render.out.print(
-            f"[bold]{task_id}[/bold] {view['state']}  attempt {view['attempt']}/{view['spec']['max_attempts']}"
+            f"[bold]{task_id}[/bold] {view['state']}  attempt {view['attempt']}/{view['spec']['max_attempts']}{who}",
+            markup=True,
         )
         table = render.Table(title=f"{len(history)} events", title_justify="left")
         for col in ("SEQ", "TIME", "EVENT", "BY", "DETAILS"):

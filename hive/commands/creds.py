@@ -19,7 +19,7 @@ from edge.auth import ensure as ensure_authority
 from edge.auth import issue_user, push_account, revoke_user, users
 from edge.bus import connect
 from edge.config import Target, auth_dir, resolve
-from edge.errors import HiveError, NotFound
+from edge.errors import HiveError, Invalid, NotFound
 from hive import render
 from hive.cli import Ca, Data, Json, Server, _client, app, node_app, quiet, run
 
@@ -44,7 +44,7 @@ def _issue(data: Path | None, role: str, name: str, out: Path | None) -> Path:
     try:
         path = issue_user(store, role, name)
     except ValueError as exc:
-        raise HiveError(str(exc)) from None
+        raise Invalid(str(exc)) from None
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, out)
