@@ -15,6 +15,7 @@ import aiosqlite
 import msgspec
 
 from coordinator.state import Allocation, ClusterState, NodeView, OpenRequest, TaskView, TrustPolicy
+from edge.sqlite import open_projection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -56,16 +57,7 @@ class ProjectionStore:
 
     @classmethod
     async def open(cls, path: str | Path) -> ProjectionStore:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(path))
-        try:
-            # WAL + NORMAL: a crash loses at most the last transactions, which replay restores
-            await db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
-            await db.commit()
-        except BaseException:
-            await db.close()  # its worker thread would keep the process from exiting
-            raise
-        return cls(db)
+        return cls(await open_projection(path, SCHEMA))
 
     async def close(self) -> None:
         await self.db.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, ObjectStoreConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from events.subjects import (
@@ -15,6 +17,7 @@ from events.subjects import (
 )
 
 DUPLICATE_WINDOW_S = 120.0
+MAX_REPLICAS = 3  # JetStream's usual: more costs writes and buys little
 
 
 def stream_configs(replicas: int = 1) -> list[StreamConfig]:
@@ -47,14 +50,33 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create the streams, or update them to the current definition (idempotent)."""
-    for cfg in stream_configs(replicas):
+def cluster_size(js: JetStreamContext) -> int:
+    """How many servers the connected server says its cluster has (1 outside a cluster):
+    its INFO names a cluster and lists every member's client URL in ``connect_urls``."""
+    nc: Any = getattr(js, "_nc", None)
+    info: dict[str, Any] = getattr(nc, "_server_info", None) or {}
+    if not info.get("cluster"):
+        return 1
+    return max(1, len(set(info.get("connect_urls") or [])))
+
+
+def default_replicas(js: JetStreamContext) -> int:
+    return max(1, min(MAX_REPLICAS, cluster_size(js)))
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> None:
+    """Create the streams and the results bucket, or update the streams to the current
+    definition (idempotent). ``replicas`` None (what the coordinator passes): a stream that
+    exists keeps its replica count, a new one gets min(3, servers in the cluster)."""
+    fresh = replicas if replicas is not None else default_replicas(js)
+    for cfg in stream_configs(fresh):
         try:
-            await js.stream_info(cfg.name or "")
+            info = await js.stream_info(cfg.name or "")
         except NotFoundError:
             await js.add_stream(cfg)
             continue
+        if replicas is None:
+            cfg.num_replicas = info.config.num_replicas
         try:
             await js.update_stream(cfg)
         except BadRequestError:
@@ -63,4 +85,7 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     try:
         await js.object_store(RESULTS_BUCKET)
     except (NotFoundError, Exception):
-        await js.create_object_store(RESULTS_BUCKET, description="HiveMind task result files")
+        await js.create_object_store(
+            RESULTS_BUCKET,
+            config=ObjectStoreConfig(description="HiveMind task result files", replicas=fresh),
+        )

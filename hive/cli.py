@@ -129,6 +129,12 @@ def up(
     tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="TLS with your own certificate (PEM)")] = None,
     tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="its private key (PEM)")] = None,
     ca: Ca = None,
+    servers: Annotated[
+        int, typer.Option("--servers", help="embedded nats-servers: 3 is a local JetStream cluster (ports PORT..)")
+    ] = 1,
+    replicas: Annotated[
+        Optional[int], typer.Option("--replicas", help="stream replicas (default: 3 with 3+ servers, else 1)")
+    ] = None,
 ) -> None:
     """Start nats-server, the coordinator and N nodes; Ctrl-C stops everything."""
     from edge.auth.tls import TlsFiles
@@ -146,8 +152,21 @@ def up(
                 raise typer.Exit(2)
         own = TlsFiles(ca=ca.resolve(), cert=tls_cert.resolve(), key=tls_key.resolve())
         os.environ["HIVE_CA"] = str(own.ca)  # the services and the banner's commands verify against it
+    if servers < 1 or (replicas is not None and not 1 <= replicas <= servers and server is None):
+        render.err.print("error: --servers must be at least 1, and --replicas between 1 and --servers")
+        raise typer.Exit(2)
     directory = data_dir(data)
-    cluster = Cluster(directory, port=port, nodes=nodes, server=server, max_tasks=max_tasks, tls=tls, own_tls=own)
+    cluster = Cluster(
+        directory,
+        port=port,
+        nodes=nodes,
+        server=server,
+        max_tasks=max_tasks,
+        tls=tls,
+        own_tls=own,
+        servers=servers,
+        replicas=replicas,
+    )
     try:
         cluster.run(demo=demo)
     except HiveError as exc:

@@ -33,9 +33,10 @@ from edge.config import STATE_FILE, auth_dir, local_person, resolve
 from edge.errors import HiveError
 from events.streams import ensure_streams
 from hive import render
-from hive.server import EmbeddedServer
+from hive.server import EmbeddedCluster, EmbeddedServer
 
-SERVER = "nats-server"
+SERVER = "nats-server"  # the one embedded server; in a cluster nats-server-1..N
+ROUTE_PORT_OFFSET = 2000  # a cluster's route ports: client port + 2000 (4222 -> 6222)
 
 
 # -- the decisions (pure) -----------------------------------------------------------------
@@ -114,15 +115,19 @@ class Cluster:
         max_tasks: int = 4,
         tls: bool = False,
         own_tls: TlsFiles | None = None,
+        servers: int = 1,
+        replicas: int | None = None,
     ) -> None:
         self.data = data
+        self.server_count = servers  # >1: a local JetStream cluster on ports port..port+N-1
+        self.replicas = replicas if replicas is not None else (3 if servers >= 3 else 1)
         self.tls = tls or own_tls is not None
         self.own_tls = own_tls
         self.port = port
         self.node_count = nodes
         self.external = server
         self.max_tasks = max_tasks
-        self.server: EmbeddedServer | None = None
+        self.server: EmbeddedServer | EmbeddedCluster | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.supervised: dict[str, Supervised] = {}  # what is (to be) kept running
         self.policy = RestartPolicy()
@@ -141,9 +146,23 @@ class Cluster:
         # the key store: each service and the local person get their own credential from it
         ensure_authority(auth_dir(self.data))
         if self.external is None:
-            self.server = EmbeddedServer(self.data, self.port, logs / f"{SERVER}.log", tls=self.tls, own=self.own_tls)
+            if self.server_count > 1:
+                ports = [self.port + i for i in range(self.server_count)]
+                self.server = EmbeddedCluster(
+                    self.data,
+                    ports,
+                    [port + ROUTE_PORT_OFFSET for port in ports],
+                    logs,
+                    tls=self.tls,
+                    own=self.own_tls,
+                )
+            else:
+                self.server = EmbeddedServer(
+                    self.data, self.port, logs / f"{SERVER}.log", tls=self.tls, own=self.own_tls
+                )
             self.server.start()
-            self.supervised[SERVER] = Supervised([], started=time.monotonic())
+            for name in self.embedded():
+                self.supervised[name] = Supervised([], started=time.monotonic())
         (self.data / STATE_FILE).write_text(json.dumps({"server": self.url, "pid": os.getpid()}))
         asyncio.run(self._prepare())
         env = dict(os.environ)
@@ -182,10 +201,27 @@ class Cluster:
         if crashed:
             raise SystemExit(1)
 
-    async def _prepare(self) -> None:
+    def embedded(self) -> dict[str, EmbeddedServer]:
+        """The embedded servers to supervise, by name."""
+        if isinstance(self.server, EmbeddedCluster):
+            return {f"{SERVER}-{i}": server for i, server in enumerate(self.server.servers, start=1)}
+        return {SERVER: self.server} if self.server is not None else {}
+
+    async def _prepare(self, timeout: float = 30.0) -> None:
         nc = await connect(resolve(self.url, "coordinator", self.data), "hive-up", deadline=10, persistent=False)
         try:
-            await ensure_streams(nc.jetstream(timeout=10))
+            if isinstance(self.server, EmbeddedCluster):
+                # a new cluster answers JetStream requests once it has elected a meta leader
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        await nc.jetstream(timeout=1).account_info()
+                        break
+                    except Exception as exc:
+                        if time.monotonic() > deadline:
+                            raise HiveError(f"the JetStream cluster did not become ready within {timeout:g}s") from exc
+                        await asyncio.sleep(0.2)
+            await ensure_streams(nc.jetstream(timeout=10), replicas=self.replicas)
         finally:
             await nc.close()
 
@@ -239,7 +275,13 @@ class Cluster:
         return proc.pid
 
     def _banner(self, logs: Path) -> None:
-        server = f"{self.url} (embedded, store {self.data / 'jetstream'})" if self.server else f"{self.url} (external)"
+        if isinstance(self.server, EmbeddedCluster):
+            stores = self.data / "jetstream-<i>"
+            server = f"{self.url} (embedded cluster of {len(self.server)}, stores {stores}, replicas {self.replicas})"
+        elif self.server:
+            server = f"{self.url} (embedded, store {self.data / 'jetstream'})"
+        else:
+            server = f"{self.url} (external)"
         coordinator = self.children.get("coordinator")
         lines = [
             "[bold]HiveMind is up[/bold]",
@@ -262,11 +304,12 @@ class Cluster:
             if code is not None:
                 del self.children[name]
                 self._exited(name, code, f"exited with code {code}", now)
-        server = self.supervised.get(SERVER)
-        if self.server is not None and server is not None and server.due is None:
-            code = self.server.poll()
-            if code is not None:
-                self._exited(SERVER, code, f"exited with code {code}", now)
+        for name, embedded in self.embedded().items():
+            server = self.supervised.get(name)
+            if server is not None and server.due is None:
+                code = embedded.poll()
+                if code is not None:
+                    self._exited(name, code, f"exited with code {code}", now)
         for name, child in list(self.supervised.items()):
             if self.fatal is None and child.due is not None and child.due <= time.monotonic():
                 child.due = None
@@ -298,15 +341,15 @@ class Cluster:
 
     def _restart(self, name: str) -> None:
         child = self.supervised[name]
-        if name == SERVER:
-            assert self.server is not None
+        embedded = self.embedded().get(name)
+        if embedded is not None:
             child.started = time.monotonic()
             try:
-                self.server.start()  # same store, port and credentials
+                embedded.start()  # same store, port and credentials
             except HiveError as exc:
                 self._exited(name, None, f"did not start ({exc})", time.monotonic())
                 return
-            pid = self.server.proc.pid if self.server.proc else 0
+            pid = embedded.proc.pid if embedded.proc else 0
         else:
             pid = self._spawn(name, child.args)
         say(f"{name} restarted (pid {pid})")

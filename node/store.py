@@ -8,6 +8,7 @@ from pathlib import Path
 import aiosqlite
 import msgspec
 
+from edge.sqlite import open_projection
 from node.state import LocalTask, NodeLocal
 
 SCHEMA = """
@@ -26,15 +27,7 @@ class NodeStore:
 
     @classmethod
     async def open(cls, path: Path) -> NodeStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(path))
-        try:
-            await db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
-            await db.commit()
-        except BaseException:
-            await db.close()  # its worker thread would keep the process from exiting
-            raise
-        return cls(db)
+        return cls(await open_projection(path, SCHEMA))
 
     async def clear(self) -> None:
         await self.db.executescript("DELETE FROM tasks; DELETE FROM checkpoint;")

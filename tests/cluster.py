@@ -6,6 +6,7 @@ files the tests can read, and can be killed with SIGKILL for the fault tests.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 from edge.auth import ensure
 from edge.bus import credentials
 from edge.config import auth_dir, local_creds, resolve
-from hive.server import EmbeddedServer, free_port
+from hive.server import EmbeddedCluster, EmbeddedServer, free_port
 
 
 class Server:
@@ -60,6 +61,91 @@ class Server:
         for name in ("HIVE_USER", "HIVE_CREDS", "HIVE_CA"):
             env.pop(name, None)
         return env
+
+
+class Servers(Server):
+    """A local JetStream cluster of ``n`` embedded nats-servers in ``directory`` (one key
+    store, a store and resolver directory each). ``url`` is every client URL, comma-
+    separated; ``kill(i)``/``stop(i)``/``start(i)`` act on server ``i`` (1..n), without
+    ``i`` on all. Works wherever a ``Server`` does (``coordinator()``, ``node()``, ``hive()``)."""
+
+    def __init__(self, directory: Path, n: int = 3) -> None:  # not super(): that is one server
+        self.directory = directory
+        self.cluster = EmbeddedCluster(
+            directory, [free_port() for _ in range(n)], [free_port() for _ in range(n)], directory / "logs"
+        )
+        self.port = self.cluster.servers[0].port
+        ensure(auth_dir(directory))
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    @property
+    def server(self) -> EmbeddedServer:  # type: ignore[override]
+        return self.cluster.servers[0]
+
+    def member(self, i: int) -> EmbeddedServer:
+        return self.cluster.server(i)
+
+    def start(self, i: int | None = None) -> Servers:  # type: ignore[override]
+        """Start server ``i`` (or all); ``await wait_ready()`` until JetStream answers."""
+        if i is None:
+            self.cluster.start()
+        else:
+            self.member(i).start()
+        return self
+
+    def stop(self, i: int | None = None) -> None:  # type: ignore[override]
+        if i is None:
+            self.cluster.stop()
+        else:
+            self.member(i).stop()
+
+    def kill(self, i: int | None = None) -> None:  # type: ignore[override]
+        """SIGKILL server ``i`` (or all)."""
+        if i is None:
+            self.cluster.kill()
+        else:
+            self.member(i).kill()
+
+    def index_of(self, server_name: str) -> int:
+        """1..n for ``hive-<i>``, the name a stream's ``cluster.leader`` gives."""
+        return next(i for i, s in enumerate(self.cluster.servers, start=1) if s.name == server_name)
+
+    async def wait_ready(self, timeout: float = 30.0, url: str | None = None) -> None:
+        """Until a JetStream API request through ``url`` (default: any) is answered."""
+        import nats
+
+        deadline = time.monotonic() + timeout
+        options = self.options("coordinator", "coordinator")
+        options["servers"] = (url or self.url).split(",")
+        nc = await nats.connect(**options, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        try:
+            while True:
+                try:
+                    await nc.jetstream(timeout=1).account_info()
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    async def leader(self, stream: str) -> int:
+        """Which server (1..n) leads ``stream`` now (``$JS.API.STREAM.INFO`` → cluster.leader)."""
+        import nats
+
+        options = self.options("coordinator", "coordinator")
+        options["servers"] = self.url.split(",")
+        nc = await nats.connect(**options, connect_timeout=2)
+        try:
+            info = await nc.jetstream(timeout=5).stream_info(stream)
+            assert info.cluster is not None and info.cluster.leader, info
+            return self.index_of(info.cluster.leader)
+        finally:
+            await nc.close()
 
 
 class Proc:

@@ -97,15 +97,11 @@ def node_enroll(
 ) -> None:
     """A credentials file for a node on another machine: `hive node --creds FILE --server URL`."""
     quiet()
-    path = run(_enroll(data, name, out))
+    path = run(_issue_async(data, "node", name, out))
     if as_json:
         render.emit_json({"name": name, "role": "node", "creds": str(path)})
     else:
         print(f"{path}\nrun it there with: hive node --id {name} --creds {path.name} --server <this server's URL>")
-
-
-async def _enroll(data: Path | None, name: str, out: Path | None) -> Path:
-    return _issue(data, "node", name, out)
 
 
 @node_app.command("revoke")
