@@ -90,7 +90,7 @@ async def connect(
         "closed_cb": closed,
         "connect_timeout": 2,
         "reconnect_time_wait": 0.5,
-        "max_reconnect_attempts": -1 if persistent else 3,
+        "max_reconnect_attempts": -1 if persistent else 30,  # a client rides out ~15 s (RETRY_S)
         "allow_reconnect": True,
         "pending_size": 64 * 1024 * 1024,
     }
@@ -132,6 +132,8 @@ def credentials(target: Target) -> dict[str, Any]:
         options["user_credentials"] = target.creds
         if user:
             options["inbox_prefix"] = inbox_prefix(user)
+    elif target.user:
+        options["inbox_prefix"] = inbox_prefix(target.user)
     if any(url.startswith("tls://") for url in target.url.split(",")) or (target.ca and "tls" in target.url):
         try:
             options["tls"] = client_context(Path(target.ca) if target.ca else None)

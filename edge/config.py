@@ -47,6 +47,7 @@ class Target(msgspec.Struct, frozen=True):
     url: str
     creds: str | None = None  # a .creds file; None: an unauthenticated server (or userinfo in the URL)
     ca: str | None = None  # verify a tls:// server against this CA
+    user: str | None = None  # who this is when it has no credential of its own: its inbox prefix
 
 
 def _local_default(directory: Path) -> str:
@@ -100,7 +101,8 @@ def resolve(
     authority = ca or os.environ.get("HIVE_CA") or None
     if authority is None and (directory / AUTH_DIR / CA_FILE).exists():
         authority = str(directory / AUTH_DIR / CA_FILE)
-    return Target(url, str(chosen) if chosen else None, str(authority) if authority else None)
+    user = None if chosen else name
+    return Target(url, str(chosen) if chosen else None, str(authority) if authority else None, user)
 
 
 def user_of(target: Target) -> str:

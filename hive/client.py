@@ -17,7 +17,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from edge.bus import MSG_ID_HEADER, connect
+from edge.bus import MSG_ID_HEADER, TRANSIENT, connect
 from edge.config import resolve, user_of
 from edge.errors import Denied, HiveError, NotFound, Unreachable
 from edge.logread import read_stream
@@ -30,6 +30,7 @@ from events.validation import spec_problem
 
 TERMINAL = ("completed", "failed", "cancelled")
 ENDING_VERBS = frozenset({"completed", "failed", "cancelled"})
+RETRY_S = 15.0  # how long a publish rides out a leader election or a server restart
 ProgressFn = Callable[[float, str], None]
 
 
@@ -100,15 +101,27 @@ class HiveClient:
 
     # -- writes ------------------------------------------------------------------------
 
-    async def _publish(self, event: Event) -> int:
-        data = self._outgoing(event)
-        try:
-            publish = self.js.publish(subject_for(event), data, headers={MSG_ID_HEADER: event.id})
-            ack = await self._unless_refused(publish, type(event).__name__)
-        except Denied:
-            raise
-        except Exception as exc:
-            raise Unreachable(f"could not record {type(event).__name__}: {exc or type(exc).__name__}") from None
+    async def _publish(self, event: Event, data: bytes | None = None) -> int:
+        """Publish and await the ack. Timeouts and no-responders (a stream electing a new
+        leader, a server restarting) are retried with the same message id, which the server
+        deduplicates, for up to ``RETRY_S`` seconds."""
+        data = data if data is not None else self._outgoing(event)
+        deadline = time.monotonic() + RETRY_S
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                publish = self.js.publish(subject_for(event), data, timeout=5, headers={MSG_ID_HEADER: event.id})
+                ack = await self._unless_refused(publish, type(event).__name__)
+                break
+            except Denied:
+                raise
+            except TRANSIENT as exc:
+                if time.monotonic() >= deadline:
+                    raise Unreachable(f"could not record {type(event).__name__} within {RETRY_S:g}s: {exc}") from None
+                await asyncio.sleep(min(1.0, 0.1 * tries))
+            except Exception as exc:
+                raise Unreachable(f"could not record {type(event).__name__}: {exc or type(exc).__name__}") from None
         self.last_seq = max(self.last_seq, ack.seq)
         return ack.seq
 
@@ -135,16 +148,23 @@ class HiveClient:
             # stamped as it is written (what was checked differs only in id and time)
             event = TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter)
             data = encode(event)
-            futures.append(await self.js.publish_async(subject_for(event), data, headers={MSG_ID_HEADER: event.id}))
+            future = await self.js.publish_async(subject_for(event), data, headers={MSG_ID_HEADER: event.id})
+            futures.append((future, event, data))
             if len(futures) >= window:
                 await self._settle(futures)
                 futures = []
         await self._settle(futures)
         return [task_id for task_id, _ in items]
 
-    async def _settle(self, futures: list[asyncio.Future[Any]]) -> None:
-        for ack in await asyncio.gather(*futures):
-            self.last_seq = max(self.last_seq, ack.seq)
+    async def _settle(self, pending: list[tuple[asyncio.Future[Any], Event, bytes]]) -> None:
+        """Wait for pipelined acks; what failed is published again, one by one, with retries
+        (the same id: what did land the first time is deduplicated)."""
+        acks = await asyncio.gather(*(future for future, _, _ in pending), return_exceptions=True)
+        for ack, (_, event, data) in zip(acks, pending, strict=True):
+            if isinstance(ack, BaseException):
+                await self._publish(event, data)
+            else:
+                self.last_seq = max(self.last_seq, ack.seq)
 
     async def check_submission(self, items: list[tuple[str, TaskSpec]]) -> None:
         for task_id, spec in items:

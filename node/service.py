@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
+from nats.errors import NoRespondersError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from edge.bus import Publisher, connect, delivery, follow
 from edge.config import Target
@@ -148,6 +150,12 @@ class Node(Negotiator):
             except NotFoundError:
                 if not warned:
                     log.warning("the event streams do not exist yet; waiting for the coordinator")
+                    warned = True
+                await asyncio.sleep(1.0)
+            except (ServiceUnavailableError, NoRespondersError, nats.errors.TimeoutError):
+                # JetStream not reachable yet: a cluster electing, a leaf link still coming up
+                if not warned:
+                    log.warning("JetStream does not answer yet; waiting")
                     warned = True
                 await asyncio.sleep(1.0)
 

@@ -202,3 +202,24 @@ def test_node_started_before_the_coordinator_waits_then_joins(fresh_server: Serv
     finally:
         early.stop()
         coord.stop()
+
+
+async def test_a_submission_rides_out_a_server_restart(tmp_path: Path) -> None:
+    """A publish that meets a restarting server is retried with the same id, and lands once."""
+    server = Server(tmp_path).start()
+    coord = coordinator(server).start()
+    try:
+        async with await HiveClient.connect(server.url, server.directory) as client:
+            server.stop()
+            submitting = asyncio.ensure_future(client.submit(TaskSpec(command=["true"])))
+            await asyncio.sleep(2.0)
+            assert not submitting.done()  # still trying, not failed
+            server.start()
+            task_id = await asyncio.wait_for(submitting, 20)
+            assert (await client.task(task_id))["state"] == "queued"  # the coordinator has it (no node here)
+            seen: list[int] = []
+            await read_stream(client.js, AUDIT_STREAM, lambda s, m: seen.append(s), filters=[f"hive.task.{task_id}.submitted.>"])
+            assert len(seen) == 1
+    finally:
+        coord.stop()
+        server.stop()
