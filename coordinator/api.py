@@ -25,7 +25,7 @@ from events.base import Event
 from events.codec import BadEvent, check_outgoing
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeLost, NodeTrustReset
-from events.subjects import api_caller, api_subject
+from events.subjects import AUDIT_STREAM, api_caller, api_subject
 from events.validation import too_deep
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class Api:
         self.coordinator = coordinator
         self.nc = nc
         self.publisher = Publisher(nc.jetstream())
+        self.subs: list[Any] = []
         self.handlers: dict[str, Handler] = {
             "tasks": self.tasks,
             "task": self.task,
@@ -64,8 +65,19 @@ class Api:
         }
 
     async def start(self) -> None:
+        """Serve the verbs (the leader only: a request has exactly one answer)."""
+        if self.subs:
+            return
         for verb in self.handlers:
-            await self.nc.subscribe(api_subject(verb, "*"), cb=self._serve)
+            self.subs.append(await self.nc.subscribe(api_subject(verb, "*"), cb=self._serve))
+
+    async def stop(self) -> None:
+        subs, self.subs = self.subs, []
+        for sub in subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.warning("could not unsubscribe", error=str(exc)[:200])
 
     async def _serve(self, msg: Msg) -> None:
         # the caller's name is the subject's last token, which the server pins to who they are
@@ -178,7 +190,13 @@ class Api:
         return await self._decide(event) | {"node_id": node_id}
 
     async def stats(self, body: dict[str, Any]) -> Any:
-        return self.coordinator.stats()
+        stats = self.coordinator.stats()
+        try:
+            last = (await self.nc.jetstream(timeout=2).stream_info(AUDIT_STREAM)).state.last_seq
+            stats["log_last"], stats["lag"] = last, max(0, last - stats["seq"])
+        except Exception:
+            pass
+        return stats
 
     def _open_request(self, body: dict[str, Any], kind: str) -> OpenRequest:
         """The request an operator answers: by id, or the task's newest unanswered one."""
@@ -199,6 +217,9 @@ class Api:
         return max(waiting, key=lambda r: r.asked_at)
 
     async def _decide(self, event: Event) -> dict[str, Any]:
+        if not self.coordinator.leading():
+            raise ApiError("this coordinator is not the leader now; ask again")
+        event = msgspec.structs.replace(event, term=self.coordinator.term)  # type: ignore[call-arg]
         try:
             data = check_outgoing(event)
         except BadEvent as exc:

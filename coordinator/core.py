@@ -71,6 +71,13 @@ class CoordinatorCore:
             self._forget(pending)
         apply(self.state, event, seq)
 
+    def reset_inflight(self) -> None:
+        """Forget every decision in flight (a new term: what an earlier one decided and the
+        log has not shown is not ours to wait for)."""
+        self.inflight.clear()
+        self.keys.clear()
+        self.reserved.clear()
+
     def grace(self, now: float) -> None:
         """Restart the liveness clock (after a restart or a reconnect of the coordinator)."""
         self.started_at = now

@@ -16,6 +16,7 @@ from coordinator.state import (
     TRANSITIONS,
     Allocation,
     ClusterState,
+    LeaderView,
     NodeState,
     NodeView,
     TaskState,
@@ -24,7 +25,16 @@ from coordinator.state import (
     TrustPolicy,
 )
 from events.base import Event, Resources
-from events.node import NodeDrained, NodeDrainRequested, NodeLost, NodeRegistered, NodeTrustReset, TrustPolicySet
+from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
+from events.node import (
+    LeaderElected,
+    NodeDrained,
+    NodeDrainRequested,
+    NodeLost,
+    NodeRegistered,
+    NodeTrustReset,
+    TrustPolicySet,
+)
 from events.task import (
     TaskAssigned,
     TaskCancelled,
@@ -55,12 +65,23 @@ class Implausible(Exception):
     attempt never assigned to that node, a drain nobody asked for, a registration that
     shrinks a node below what runs on it). Raised before anything changed: the event is
     rejected and recorded, not applied."""
+
+
+# coordinator decisions, which carry the term of the leader that made them
+FENCED: frozenset[type[Event]] = frozenset(
+    {TaskAssigned, TaskReassigned, TaskCancelled, TaskFailed, TaskRejected, NodeLost, NodeTrustReset, TrustPolicySet}
+    | {GuidanceGiven, ResourceGranted, ResourceDenied}
+)
+EMITTER = "coordinator"
 QUEUE_LOG_MAX = 1_000_000  # nobody drains it during a replay; the scheduler rebuilds past this
 
 
 def apply(state: ClusterState, event: Event, seq: int = 0) -> None:
     if seq:
         state.seq = seq
+    if state.term and type(event) in FENCED and event.emitter == EMITTER and event.term < state.term:  # type: ignore[attr-defined]
+        state.ignored += 1  # a decision of a deposed leader (one that was paused past its lease)
+        return
     _apply(event, state, seq)
 
 
@@ -420,6 +441,18 @@ def _(event: TrustPolicySet, state: ClusterState, seq: int) -> None:
         floor=event.floor,
     )
     state.dirty_settings = True
+
+
+@_apply.register
+def _(event: LeaderElected, state: ClusterState, seq: int) -> None:
+    if event.term <= state.term:
+        state.ignored += 1  # an election older than one already applied
+        return
+    state.term = event.term
+    state.leader = LeaderView(
+        coordinator_id=event.coordinator_id, term=event.term, since=event.ts, host=event.host, pid=event.pid
+    )
+    state.dirty_leader = True
 
 
 # the negotiation part of the fold lives in its own module; importing it registers it

@@ -22,15 +22,16 @@ from nats.aio.msg import Msg
 from coordinator.api import Api
 from coordinator.core import CoordinatorCore, CoreConfig
 from coordinator.intake import Rejection, RejectLog, take
+from coordinator.lease import LeaseKeeper, Role, me
 from coordinator.state import ClusterState, TrustPolicy
 from coordinator.store import ProjectionStore
 from edge.bus import Publisher, connect, delivery, follow
 from edge.config import Target
 from events.base import Event
 from events.codec import BadEvent, decode
-from events.node import NodeHeartbeat, TrustPolicySet
-from events.streams import ensure_streams
-from events.subjects import AUDIT_STREAM, heartbeat_filter
+from events.node import LeaderElected, NodeHeartbeat, TrustPolicySet
+from events.streams import LEASE_TTL_S, ensure_streams
+from events.subjects import AUDIT_STREAM, LEADER_BUCKET, heartbeat_filter
 
 log = structlog.get_logger("hive.coordinator")
 
@@ -46,7 +47,16 @@ class Coordinator:
         config: CoreConfig | None = None,
         trust: TrustPolicy | None = None,
         tick_s: float = 0.1,
+        coordinator_id: str = "coordinator",
+        lease_s: float | None = None,
     ) -> None:
+        # lease_s None: the lone coordinator of old (no election, no terms); a number: run the
+        # lease (coordinator/lease.py) with that TTL, so several coordinators may run
+        self.coordinator_id = coordinator_id
+        self.lease_s = lease_s
+        self.term = 0  # while leading: the term every decision carries; 0 as a standby
+        self.keeper: LeaseKeeper | None = None
+        self.api: Api | None = None
         self.target = target
         self.db_path = Path(db_path)
         self.config = config or CoreConfig()
@@ -66,7 +76,7 @@ class Coordinator:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         nc = await connect(self.target, "hive-coordinator", on_reconnect=self._reconnected)
         js = nc.jetstream(timeout=10)
-        await ensure_streams(js)
+        await ensure_streams(js, lease_ttl_s=self.lease_s or LEASE_TTL_S)
         store = await ProjectionStore.open(self.db_path)
         state = await store.load(ClusterState())
         self.caught_up_to = (await js.stream_info(AUDIT_STREAM)).state.last_seq
@@ -84,10 +94,20 @@ class Coordinator:
         publisher = Publisher(js)
         log.info("coordinator starting", checkpoint=state.seq, log_end=self.caught_up_to, tasks=len(state.tasks))
         await nc.subscribe(heartbeat_filter(), cb=self._on_heartbeat)
-        api = Api(self, nc)
-        await api.start()
+        self.api = Api(self, nc)
         await follow(js, AUDIT_STREAM, self._on_msg, start_seq=state.seq + 1)
-        log.info("coordinator ready", api=True)
+        self.publisher = publisher
+        lease_task: asyncio.Future[None] | None = None
+        if self.lease_s is not None:
+            self.keeper = LeaseKeeper(await js.key_value(LEADER_BUCKET), me(self.coordinator_id), self.lease_s)
+            await self.keeper.check_reclaim()
+            await self._lease_tick()  # a lone coordinator wins here, before it says it is ready
+            lease_task = asyncio.ensure_future(self._lease_loop())
+            role = self.keeper.lease.role.value
+        else:
+            await self.api.start()
+            role = "leader"
+        log.info("coordinator ready", api=role == "leader", role=role, id=self.coordinator_id, term=self.term)
         if ready is not None:
             ready.set()
         try:
@@ -99,10 +119,75 @@ class Coordinator:
                 self.wake.clear()
                 await self._step(publisher)
         finally:
+            if lease_task is not None:
+                lease_task.cancel()
+            if self.keeper is not None and self.keeper.lease.role == Role.LEADER:
+                await self.keeper.release()  # a standby takes over now, not after the TTL
+                log.info("stepped down (stopping)", term=self.term)
             if self.unflushed:
                 await store.flush(self.core.state)
             await store.close()
             await nc.close()
+
+    # -- leadership ------------------------------------------------------------------
+
+    def leading(self) -> bool:
+        """Whether this coordinator may decide now: it holds a lease renewed within the TTL."""
+        if self.keeper is None:
+            return True  # no lease: the only coordinator
+        return self.term > 0 and self.keeper.lease.valid(time.monotonic())
+
+    async def _lease_loop(self) -> None:
+        assert self.keeper is not None
+        while True:
+            lease = self.keeper.lease
+            await asyncio.sleep(max(0.01, min(0.1, lease.next_at - time.monotonic())))
+            try:
+                await self._lease_tick()
+            except Exception:  # the lease loop must not die; the lease's own rules step us down
+                log.exception("lease round failed")
+
+    async def _lease_tick(self) -> None:
+        assert self.keeper is not None
+        now = time.monotonic()
+        if self.term and not self.keeper.lease.valid(now):
+            self.keeper.lease.step_down(keep_claim=True)
+            await self._stepped_down("the lease ran out before it was renewed (paused or cut off)")
+            return
+        change = await self.keeper.tick(now)
+        if change == "elected":
+            await self._elected(self.keeper.lease.term)
+        elif change == "stepped_down" and self.term:
+            await self._stepped_down("the lease was lost (another coordinator holds it, or no renewal within the TTL)")
+
+    async def _elected(self, term: int) -> None:
+        holder = self.keeper.holder if self.keeper else me(self.coordinator_id)
+        event = LeaderElected(
+            coordinator_id=self.coordinator_id, term=term, host=holder.host[:256], pid=holder.pid, emitter="coordinator"
+        )
+        try:
+            seq = await self.publisher.publish_reliably(event, attempts=3)
+        except Exception as exc:
+            log.error("elected, but could not log the election; stepping down", error=str(exc)[:200])
+            if self.keeper is not None:
+                await self.keeper.release()
+            return
+        # decide only once the fold has seen our election (and everything before it)
+        self.caught_up_to = max(self.caught_up_to, int(seq))
+        self.core.reset_inflight()
+        self.core.grace(time.time())  # nobody is lost for the time we were not deciding
+        self.policy_logged = False
+        self.term = term
+        if self.api is not None:
+            await self.api.start()
+        log.info("elected leader", id=self.coordinator_id, term=term, seq=seq)
+
+    async def _stepped_down(self, why: str) -> None:
+        term, self.term = self.term, 0
+        if self.api is not None:
+            await self.api.stop()
+        self.core.reset_inflight()
+        log.warning("stepped down; now a standby", id=self.coordinator_id, term=term, reason=why)
 
     def _reconnected(self) -> None:
         # heartbeats could not arrive while we were cut off: give nodes a grace period
@@ -142,10 +227,15 @@ class Coordinator:
             self.unflushed, self.flushed_at = 0, time.monotonic()
         if state.seq < self.caught_up_to:
             return  # decide only on a state that has seen the whole log
+        if self.keeper is None:
+            self.term = state.term  # no lease: the only coordinator speaks in the newest term of the log
+        elif not self.leading() or state.term != self.term:
+            return  # a standby folds the log hot and decides nothing
         if not self.policy_logged:
             self.policy_logged = True
             if state.trust != self.trust:  # the rules changed: log them so replay scores alike
-                await publisher.publish(TrustPolicySet(**msgspec.structs.asdict(self.trust), emitter="coordinator"))
+                policy = TrustPolicySet(**msgspec.structs.asdict(self.trust), emitter="coordinator", term=self.term)
+                await publisher.publish(policy)
         publisher.reap()
         try:
             decisions = self.core.decide(time.time())
@@ -159,7 +249,7 @@ class Coordinator:
 
     async def _publish(self, publisher: Publisher, decision: Event) -> None:
         try:
-            await publisher.publish(decision)
+            await publisher.publish(msgspec.structs.replace(decision, term=self.term))  # type: ignore[call-arg]
         except Exception as exc:  # e.g. over the max payload: dropped; decided again once its in-flight entry expires
             log.error("could not publish a decision", event=type(decision).__name__, error=str(exc)[:200])
 
@@ -192,7 +282,14 @@ class Coordinator:
 
     def stats(self) -> dict[str, Any]:
         state = self.core.state
+        leader = state.leader
         return {
+            "id": self.coordinator_id,
+            "role": "leader" if self.leading() else "standby",
+            "term": self.term,
+            "leader": None
+            if leader is None
+            else {"id": leader.coordinator_id, "term": leader.term, "since": leader.since, "host": leader.host, "pid": leader.pid},
             "seq": state.seq,
             "log_end": self.caught_up_to,
             "tasks_by_state": dict(Counter(t.state.value for t in state.tasks.values())),

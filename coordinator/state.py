@@ -178,6 +178,16 @@ class TrustPolicy(msgspec.Struct, frozen=True, kw_only=True):
 TRUST_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
+class LeaderView(msgspec.Struct, kw_only=True):
+    """The coordinator that won the newest term (events.node.LeaderElected)."""
+
+    coordinator_id: str
+    term: int
+    since: float
+    host: str = ""
+    pid: int = 0
+
+
 class ClusterState:
     def __init__(self, trust: TrustPolicy | None = None) -> None:
         self.trust = trust or TrustPolicy()
@@ -204,6 +214,10 @@ class ClusterState:
         self.new_trust: list[TrustChange] = []
         self.dirty_settings = False
         self.ignored = 0
+        # the highest LeaderElected applied: decisions of a lower term are ignored (fencing)
+        self.term = 0
+        self.leader: LeaderView | None = None
+        self.dirty_leader = False
 
     def reindex(self) -> None:
         """Rebuild the derived indexes from the views (after loading from SQLite)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import msgspec
 
-from coordinator.state import Allocation, ClusterState, NodeView, OpenRequest, TaskView, TrustPolicy
+from coordinator.state import Allocation, ClusterState, LeaderView, NodeView, OpenRequest, TaskView, TrustPolicy
 from edge.sqlite import open_projection
 
 SCHEMA = """
@@ -98,6 +98,11 @@ class ProjectionStore:
             row = await cur.fetchone()
         if row:
             state.trust = msgspec.json.decode(row[0], type=TrustPolicy)
+        async with self.db.execute("SELECT value FROM settings WHERE key = 'leader'") as cur:
+            row = await cur.fetchone()
+        if row:
+            state.leader = msgspec.json.decode(row[0], type=LeaderView)
+            state.term = state.leader.term
         state.seq = await self.checkpoint()
         state.reindex()
         return state
@@ -181,6 +186,8 @@ class ProjectionStore:
             )
         if state.dirty_settings:
             await db.execute("INSERT OR REPLACE INTO settings VALUES ('trust', ?)", (_enc.encode(state.trust),))
+        if state.dirty_leader and state.leader is not None:
+            await db.execute("INSERT OR REPLACE INTO settings VALUES ('leader', ?)", (_enc.encode(state.leader),))
         if self.rejected:
             await db.executemany("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", self.rejected)
         await db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", (PROJECTION, state.seq))
@@ -191,4 +198,5 @@ class ProjectionStore:
         state.dirty_requests.clear()
         state.new_trust.clear()
         state.dirty_settings = False
+        state.dirty_leader = False
         self.rejected.clear()

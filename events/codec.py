@@ -13,6 +13,7 @@ from events.negotiation import (
     ResourceRequested,
 )
 from events.node import (
+    LeaderElected,
     NodeDrained,
     NodeDrainRequested,
     NodeHeartbeat,
@@ -54,6 +55,7 @@ AnyEvent = (
     | NodeLost
     | NodeTrustReset
     | TrustPolicySet
+    | LeaderElected
     | HelpRequested
     | GuidanceGiven
     | ResourceRequested

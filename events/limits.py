@@ -60,6 +60,9 @@ ExitCode = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 FileSize = Annotated[int, Meta(ge=0, le=2**53)]
 Fraction = Annotated[float, Meta(ge=0, le=1)]
 Score = Annotated[float, Meta(ge=0, le=100)]
+# a leader's term: the revision of the lease it won (0: before leases, or not a decision)
+Term = Annotated[int, Meta(ge=0, le=2**53)]
+Pid = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 ScoreDelta = Annotated[float, Meta(ge=-100, le=100)]
 
 # free text: one line for people, a longer block for details and captured output

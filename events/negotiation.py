@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 from events.base import Event
-from events.limits import Amount, AmountOrZero, Attempt, Id, Line, ManyIds, Token
+from events.limits import Amount, AmountOrZero, Attempt, Id, Line, ManyIds, Term, Token
 
 Resource = Literal["cpu", "memory_gb", "gpu", "gpu_memory_gb"]
 GuidanceAction = Literal["retry", "skip", "wait", "fail", "continue", "ask_operator"]
@@ -33,6 +33,7 @@ class GuidanceGiven(Event, frozen=True, kw_only=True):
     action: GuidanceAction
     message: Line = ""
     by: Token = "policy"
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
 
 
 class ResourceRequested(Event, frozen=True, kw_only=True):
@@ -54,6 +55,7 @@ class ResourceGranted(Event, frozen=True, kw_only=True):
     message: Line = ""
     preempted: ManyIds = []
     by: Token = "policy"
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
 
 
 class ResourceDenied(Event, frozen=True, kw_only=True):
@@ -64,3 +66,4 @@ class ResourceDenied(Event, frozen=True, kw_only=True):
     amount: AmountOrZero
     reason: Line
     by: Token = "policy"
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases

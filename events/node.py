@@ -18,9 +18,11 @@ from events.limits import (
     MaxTasks,
     Name,
     Percent,
+    Pid,
     Score,
     ScoreDelta,
     TaskCount,
+    Term,
     TimeOrZero,
     Token,
 )
@@ -70,12 +72,14 @@ class NodeLost(Event, frozen=True, kw_only=True):
     node_id: Id
     reason: Line
     last_seen: TimeOrZero = 0.0
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
 
 
 class NodeTrustReset(Event, frozen=True, kw_only=True):
     node_id: Id
     score: Score | None = None
     by: Token | None = None  # operator:<name> who asked
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
 
 
 class TrustPolicySet(Event, frozen=True, kw_only=True):
@@ -88,3 +92,15 @@ class TrustPolicySet(Event, frozen=True, kw_only=True):
     high: Score
     medium: Score
     floor: Score
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
+
+
+class LeaderElected(Event, frozen=True, kw_only=True):
+    """A coordinator won the lease (coordinator/lease.py) with ``term``, the revision of its
+    key in the lease bucket. Published before its first decision: from here on the
+    projection ignores coordinator decisions of a lower term (a leader that was paused)."""
+
+    coordinator_id: Id
+    term: Term
+    host: Name = ""
+    pid: Pid = 0

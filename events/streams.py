@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, ObjectStoreConfig, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from events.subjects import (
     AUDIT_STREAM,
     AUDIT_SUBJECTS,
+    LEADER_BUCKET,
     RESULTS_BUCKET,
     TELEMETRY_STREAM,
     TELEMETRY_SUBJECTS,
 )
 
 DUPLICATE_WINDOW_S = 120.0
+LEASE_TTL_S = 3.0  # the coordinators' lease (coordinator/lease.py)
 MAX_REPLICAS = 3  # JetStream's usual: more costs writes and buys little
 
 
@@ -64,7 +66,7 @@ def default_replicas(js: JetStreamContext) -> int:
     return max(1, min(MAX_REPLICAS, cluster_size(js)))
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> None:
+async def ensure_streams(js: JetStreamContext, replicas: int | None = None, lease_ttl_s: float = LEASE_TTL_S) -> None:
     """Create the streams and the results bucket, or update the streams to the current
     definition (idempotent). ``replicas`` None (what the coordinator passes): a stream that
     exists keeps its replica count, a new one gets min(3, servers in the cluster)."""
@@ -88,4 +90,16 @@ async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> N
         await js.create_object_store(
             RESULTS_BUCKET,
             config=ObjectStoreConfig(description="HiveMind task result files", replicas=fresh),
+        )
+    await ensure_leader_bucket(js, fresh, lease_ttl_s)
+
+
+async def ensure_leader_bucket(js: JetStreamContext, replicas: int, ttl_s: float = LEASE_TTL_S) -> Any:
+    """The coordinators' lease bucket: one key, history 1, entries expire after ``ttl_s``
+    (a leader that stops renewing loses the key). Created if missing; an existing one is kept."""
+    try:
+        return await js.key_value(LEADER_BUCKET)
+    except (NotFoundError, Exception):
+        return await js.create_key_value(
+            KeyValueConfig(bucket=LEADER_BUCKET, history=1, ttl=ttl_s, replicas=replicas, description="HiveMind coordinator lease")
         )

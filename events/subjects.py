@@ -25,6 +25,7 @@ from events.negotiation import (
     ResourceRequested,
 )
 from events.node import (
+    LeaderElected,
     NodeDrained,
     NodeDrainRequested,
     NodeHeartbeat,
@@ -50,6 +51,9 @@ PREFIX = "hive"
 AUDIT_STREAM = "HIVE_EVENTS"
 TELEMETRY_STREAM = "HIVE_TELEMETRY"
 RESULTS_BUCKET = "hive-results"
+# the coordinators' election (coordinator/lease.py): one key, whose revision is the term
+LEADER_BUCKET = "hive-leader"
+LEADER_KEY = "coordinator"
 API_PREFIX = "hiveapi"
 MSG_ID_HEADER = "Nats-Msg-Id"
 BY, AS_OPERATOR = "by", "op"  # the token before a person's name in a request's subject
@@ -80,7 +84,7 @@ NODE_VERBS: dict[type[Event], str] = {
     NodeLost: "lost",
     NodeTrustReset: "trust_reset",
 }
-COORDINATOR_VERBS: dict[type[Event], str] = {TrustPolicySet: "trust_policy"}
+COORDINATOR_VERBS: dict[type[Event], str] = {TrustPolicySet: "trust_policy", LeaderElected: "leader_elected"}
 TELEMETRY_TYPES: frozenset[type[Event]] = frozenset({TaskProgress, NodeHeartbeat})
 # events that never name a node in their subject, and those that always do
 _UNSCOPED = frozenset({TaskSubmitted, TaskCancelRequested, TaskRejected})

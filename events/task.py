@@ -36,6 +36,7 @@ from events.limits import (
     RelativePath,
     Seconds,
     Sha256,
+    Term,
     TimeOrZero,
     Timeout,
     Token,
@@ -85,6 +86,7 @@ class TaskAssigned(Event, frozen=True, kw_only=True):
     attempt: Attempt
     gpus: GpuIndexes = []
     spec: TaskSpec | None = None
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
 
 
 class TaskStarted(Event, frozen=True, kw_only=True):
@@ -131,6 +133,7 @@ class TaskFailed(Event, frozen=True, kw_only=True):
     duration_s: Seconds = 0.0
     stdout: Output = ""
     stderr: Output = ""
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
 
 
 class TaskCancelRequested(Event, frozen=True, kw_only=True):
@@ -150,6 +153,7 @@ class TaskCancelled(Event, frozen=True, kw_only=True):
     reason: Line
     node_id: Id | None = None
     attempt: AttemptOrZero = 0
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
 
 
 class TaskReassigned(Event, frozen=True, kw_only=True):
@@ -162,6 +166,7 @@ class TaskReassigned(Event, frozen=True, kw_only=True):
     from_node: Id | None = None
     avoid_node: Id | None = None
     not_before: TimeOrZero = 0.0
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
 
 
 class TaskRejected(Event, frozen=True, kw_only=True):
@@ -169,3 +174,4 @@ class TaskRejected(Event, frozen=True, kw_only=True):
 
     task_id: Id
     reason: Line
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases

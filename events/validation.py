@@ -39,6 +39,7 @@ from events.limits import (
 )
 from events.negotiation import GuidanceGiven, HelpRequested, ResourceDenied, ResourceGranted, ResourceRequested
 from events.node import (
+    LeaderElected,
     NodeDrained,
     NodeDrainRequested,
     NodeHeartbeat,
@@ -97,6 +98,7 @@ WRITERS: dict[type[Event], frozenset[str]] = {
     NodeLost: frozenset({"coordinator"}),
     NodeTrustReset: frozenset({"coordinator"}),
     TrustPolicySet: frozenset({"coordinator"}),
+    LeaderElected: frozenset({"coordinator"}),
 }
 
 

@@ -135,6 +135,9 @@ def up(
     replicas: Annotated[
         Optional[int], typer.Option("--replicas", help="stream replicas (default: 3 with 3+ servers, else 1)")
     ] = None,
+    coordinators: Annotated[
+        int, typer.Option("--coordinators", help="coordinators to run: one leads (a lease), the others stand by")
+    ] = 1,
 ) -> None:
     """Start nats-server, the coordinator and N nodes; Ctrl-C stops everything."""
     from edge.auth.tls import TlsFiles
@@ -152,6 +155,9 @@ def up(
                 raise typer.Exit(2)
         own = TlsFiles(ca=ca.resolve(), cert=tls_cert.resolve(), key=tls_key.resolve())
         os.environ["HIVE_CA"] = str(own.ca)  # the services and the banner's commands verify against it
+    if coordinators < 1:
+        render.err.print("error: --coordinators must be at least 1")
+        raise typer.Exit(2)
     if servers < 1 or (replicas is not None and not 1 <= replicas <= servers and server is None):
         render.err.print("error: --servers must be at least 1, and --replicas between 1 and --servers")
         raise typer.Exit(2)
@@ -166,6 +172,7 @@ def up(
         own_tls=own,
         servers=servers,
         replicas=replicas,
+        coordinators=coordinators,
     )
     try:
         cluster.run(demo=demo)
@@ -187,6 +194,16 @@ def coordinator(
     trust_initial: Annotated[float, typer.Option(help="trust score of a new node (0..100)")] = 50.0,
     trust_floor: Annotated[float, typer.Option(help="nodes below this score get no new work until reset")] = 10.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    coordinator_id: Annotated[
+        str, typer.Option("--id", help="this coordinator's name, unique among those running (several: one leads)")
+    ] = "coordinator",
+    lease_s: Annotated[
+        Optional[float],
+        typer.Option(
+            "--lease-s",
+            help="run for leadership with this lease TTL (s; 3 is usual): needed to run several coordinators",
+        ),
+    ] = None,
 ) -> None:
     """Run the coordinator: projections, scheduler, policies."""
     from coordinator.core import CoreConfig
@@ -197,9 +214,11 @@ def coordinator(
     directory = data_dir(data)
     service = Coordinator(
         resolve(server, "coordinator", directory, creds=creds, ca=ca),
-        db or directory / "coordinator.db",
+        db or directory / f"{coordinator_id}.db",
         CoreConfig(missed_heartbeats=missed_heartbeats, startup_grace_s=startup_grace),
         TrustPolicy(initial=trust_initial, floor=trust_floor),
+        coordinator_id=coordinator_id,
+        lease_s=lease_s,
     )
     serve(service.run())
 

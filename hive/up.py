@@ -117,8 +117,10 @@ class Cluster:
         own_tls: TlsFiles | None = None,
         servers: int = 1,
         replicas: int | None = None,
+        coordinators: int = 1,
     ) -> None:
         self.data = data
+        self.coordinator_count = coordinators
         self.server_count = servers  # >1: a local JetStream cluster on ports port..port+N-1
         self.replicas = replicas if replicas is not None else (3 if servers >= 3 else 1)
         self.tls = tls or own_tls is not None
@@ -171,7 +173,11 @@ class Cluster:
         self.env = env
         base = [sys.executable, "-m", "hive"]
         common = ["--server", self.url, "--data", str(self.data)]
-        self._spawn("coordinator", [*base, "coordinator", *common])
+        lease = ["--lease-s", "3"] if self.coordinator_count > 1 else []
+        self._spawn("coordinator", [*base, "coordinator", *lease, *common])
+        for i in range(2, self.coordinator_count + 1):  # standbys: one of them takes over if the leader dies
+            name = f"coordinator-{i}"
+            self._spawn(name, [*base, "coordinator", "--id", name, *lease, *common])
         for i in range(1, self.node_count + 1):
             name = f"node-{i}"
             args = [*base, "node", "--id", name, "--max-tasks", str(self.max_tasks), "--handlers", "node.demo", *common]
@@ -287,6 +293,11 @@ class Cluster:
             "[bold]HiveMind is up[/bold]",
             f"  nats server   {server}",
             f"  coordinator   pid {coordinator.pid if coordinator else '-'}, projection {self.data / 'coordinator.db'}",
+            *(
+                [f"  standbys      {', '.join(n for n in self.children if n.startswith('coordinator-'))}"]
+                if self.coordinator_count > 1
+                else []
+            ),
             f"  nodes         {', '.join(n for n in self.supervised if n.startswith('node-')) or 'none'}",
             f"  logs          {logs}/",
             f"  credentials   {auth_dir(self.data)} (you: operator {local_person()}; `hive creds list`)",
@@ -355,7 +366,7 @@ class Cluster:
         say(f"{name} restarted (pid {pid})")
 
     def stop(self) -> None:
-        order = sorted(self.children, key=lambda n: n == "coordinator")  # nodes first
+        order = sorted(self.children, key=lambda n: n.startswith("coordinator"))  # nodes first
         for name in order:
             proc = self.children[name]
             if proc.poll() is None:

@@ -232,6 +232,8 @@ def _subject(t: mi.StructType, body: dict[str, Any], pick: Callable[[], str]) ->
             continue
         value = body.get(f.encode_name, "")
         fields[f.name] = value if value is None or (isinstance(value, str) and valid_id(value)) else pick()
+    if isinstance(body.get("emitter"), str):  # a person's request names its emitter: by.<user>
+        fields["emitter"] = body["emitter"]
     return subject_for(t.cls(**fields))
 
 

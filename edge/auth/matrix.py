@@ -51,7 +51,7 @@ OPERATOR_REQUESTS = ("cancel_requested",)  # `hive.task.<task>.<verb>.op.<user>`
 NODE_OWN = ("registered", "heartbeat", "drained")
 NODE_BY_COORDINATOR = ("lost", "trust_reset")
 NODE_REQUESTS = ("drain_requested",)  # `hive.node.<node>.<verb>.by.<user>`
-COORDINATOR_ONLY = ("trust_policy",)
+COORDINATOR_ONLY = ("trust_policy", "leader_elected")
 
 # hiveapi verbs (hiveapi.<verb>.<user>)
 API_READ = ("tasks", "task", "nodes", "requests", "trust", "stats")

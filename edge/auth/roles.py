@@ -108,7 +108,7 @@ _OPERATOR_EVENTS = [*_CLIENT_EVENTS, f"hive.task.*.cancel_requested.op.{NAME}"]
 
 TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     "coordinator": {
-        "pub": {"allow": ["hive.>", "hiveapi.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$O.>", "_INBOX.>"]},
+        "pub": {"allow": ["hive.>", "hiveapi.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$O.>", "$KV.>", "_INBOX.>"]},
         "sub": {"allow": ["hive.>", "hiveapi.>", "$O.>", "_INBOX.>"]},
     },
     "node": {

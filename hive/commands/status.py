@@ -16,6 +16,13 @@ def status_table(stats: dict[str, Any]) -> Table:
     table = Table(title="coordinator", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")
+    leader = stats.get("leader")
+    if leader:
+        lag = f", lag {stats['lag']}" if "lag" in stats else ""
+        table.add_row(
+            "leader",
+            f"{leader['id']} on {leader.get('host') or '?'} pid {leader.get('pid') or '?'}, term {leader['term']}{lag}",
+        )
     table.add_row("log read to", f"{stats['seq']} (log end at start {stats.get('log_end', '?')})")
     for key, label in (("tasks_by_state", "tasks"), ("nodes_by_state", "nodes")):
         counts = stats.get(key) or {}
