@@ -16,6 +16,8 @@ from pathlib import Path
 
 import msgspec
 
+from events.subjects import as_id
+
 DEFAULT_PORT = 4222
 STATE_FILE = "cluster.json"
 AUTH_DIR = "auth"  # the key store: operator, accounts, role signing keys, issued creds
@@ -39,8 +41,7 @@ def local_person() -> str:
         login = getpass.getuser()
     except (KeyError, OSError):
         login = "operator"
-    name = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in login)[:64]
-    return name or "operator"
+    return as_id(login) or "operator"
 
 
 class Target(msgspec.Struct, frozen=True):

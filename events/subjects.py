@@ -101,6 +101,11 @@ def valid_id(value: str) -> bool:
     return bool(_TOKEN.search(value))
 
 
+def as_id(text: str, limit: int = 64) -> str:
+    """``text`` made an id: anything but ASCII letters, digits, '-' and '_' becomes '-' (may be empty)."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in text)[:limit]
+
+
 # requests people make: their subjects end with by.<user> (before: no user; old logs keep those)
 _PERSONAL = frozenset({TaskSubmitted, TaskCancelRequested, NodeDrainRequested})
 

@@ -32,7 +32,7 @@ from events.codec import BadEvent, check_outgoing, decode, encode
 from events.limits import BLOCK_MAX, clip
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeDrained, NodeHeartbeat, NodeLost, NodeRegistered
-from events.subjects import AUDIT_STREAM, node_filter, node_inbox_filter, subject_for
+from events.subjects import AUDIT_STREAM, as_id, node_filter, node_inbox_filter, subject_for
 from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskStarted
 from node import handlers
 from node.context import Outcome, TaskContext
@@ -55,7 +55,7 @@ LOCAL_FLUSH_S = 0.5
 
 
 def default_node_id() -> str:
-    host = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in socket.gethostname())[:40]
+    host = as_id(socket.gethostname(), 40)
     return host or f"node-{os.getpid()}"
 
 
