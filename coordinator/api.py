@@ -43,6 +43,27 @@ class ApiError(Exception):
     pass
 
 
+def servers_of(info: Any, version: Any, url: Any) -> dict[str, Any]:
+    """The NATS servers holding the audit stream: its leader and replicas (a cluster), or the
+    one server; and the one this coordinator is connected to."""
+    cluster = info.cluster
+    members: list[dict[str, Any]] = []
+    if cluster is not None and cluster.leader:
+        members.append({"name": cluster.leader, "role": "leader", "current": True, "lag": 0})
+        for peer in cluster.replicas or []:
+            members.append(
+                {"name": peer.name, "role": "replica", "current": bool(peer.current), "lag": int(peer.lag or 0)}
+            )
+    connected = f"{url.scheme}://{url.netloc}" if url is not None else None
+    return {
+        "cluster": cluster.name if cluster is not None else None,
+        "replicas": info.config.num_replicas,
+        "members": members,
+        "connected": connected,
+        "version": f"{version.major}.{version.minor}.{version.patch}" if version is not None else None,
+    }
+
+
 class Api:
     def __init__(self, coordinator: Coordinator, nc: Client) -> None:
         self.coordinator = coordinator
@@ -108,6 +129,11 @@ class Api:
         return self.coordinator.core.state
 
     async def tasks(self, body: dict[str, Any]) -> Any:
+        if body.get("page"):  # {"page": true, "after": SEQ, "offset": K, "limit": N}: see views.task_page
+            after, offset, limit = (int(body.get(k) or 0) for k in ("after", "offset", "limit"))
+            if min(after, offset, limit) < 0:
+                raise ApiError("after, offset and limit must not be negative")
+            return views.task_page(self.state, self.coordinator.changed, after, offset, limit, self.coordinator.epoch)
         return views.list_tasks(self.state, body.get("state"), int(body.get("limit", 0)))
 
     async def task(self, body: dict[str, Any]) -> Any:
@@ -117,7 +143,10 @@ class Api:
         return views.task_detail(task)
 
     async def nodes(self, body: dict[str, Any]) -> Any:
-        nodes = sorted(self.state.nodes.values(), key=lambda n: n.node_id)
+        # a page: ``limit`` nodes (0: all) with ids after ``after``, so no reply nears the max payload
+        after, limit = str(body.get("after") or ""), int(body.get("limit", 0))
+        ids = sorted(i for i in self.state.nodes if i > after)
+        nodes = [self.state.nodes[i] for i in (ids[:limit] if limit > 0 else ids)]
         return [views.node_summary(self.state, n, self.coordinator.live.get(n.node_id)) for n in nodes]
 
     async def validate(self, body: dict[str, Any]) -> Any:
@@ -192,10 +221,17 @@ class Api:
     async def stats(self, body: dict[str, Any]) -> Any:
         stats = self.coordinator.stats()
         try:
-            last = (await self.nc.jetstream(timeout=2).stream_info(AUDIT_STREAM)).state.last_seq
+            info = await self.nc.jetstream(timeout=2).stream_info(AUDIT_STREAM)
+            last = info.state.last_seq
             stats["log_last"], stats["lag"] = last, max(0, last - stats["seq"])
+            stats["servers"] = servers_of(info, self.nc.connected_server_version, self.nc.connected_url)
         except Exception:
             pass
+        keeper = self.coordinator.keeper
+        if keeper is not None:
+            stats["standbys"] = [
+                msgspec.to_builtins(h) for h in await keeper.standbys() if h.id != self.coordinator.coordinator_id
+            ]
         return stats
 
     def _open_request(self, body: dict[str, Any], kind: str) -> OpenRequest:

@@ -29,7 +29,7 @@ import msgspec
 import structlog
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
-from events.subjects import LEADER_KEY
+from events.subjects import LEADER_KEY, standby_key
 
 log = structlog.get_logger("hive.coordinator.lease")
 
@@ -200,6 +200,30 @@ class LeaseKeeper:
                 else Outcome.UNREACHABLE
             )
         return lease.result(action, now, outcome, revision, now=time.monotonic())
+
+    async def announce(self) -> None:
+        """A standby says it is there: its key expires with the bucket's TTL unless renewed."""
+        try:
+            await asyncio.wait_for(self.kv.put(standby_key(self.holder.id), self.value), self.op_timeout)
+        except Exception as exc:  # only `hive status` misses it
+            log.debug("could not announce this standby", error=str(exc)[:200])
+
+    async def standbys(self) -> list[Holder]:
+        """The standbys that announced themselves within the TTL."""
+        try:
+            keys = await asyncio.wait_for(self.kv.keys(), 2.0)  # a handful; nats-py's filters drop them all
+        except Exception:  # nats-py raises NoKeysError for none
+            return []
+        prefix = standby_key("")
+        keys = [k for k in keys if k.startswith(prefix)]
+        found: list[Holder] = []
+        for key in keys:
+            try:
+                entry = await asyncio.wait_for(self.kv.get(key), 2.0)
+                found.append(msgspec.json.decode(entry.value or b"", type=Holder))
+            except Exception:
+                continue  # expired meanwhile, or not ours to read
+        return found
 
     async def release(self) -> None:
         """Step down cleanly (SIGTERM): delete our key so a standby need not wait the TTL."""

@@ -37,6 +37,7 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 DEFAULT = PolicyConfig()
+RESOURCE_POLICIES = ("grant_or_preempt", "ask_operator", "deny")
 
 
 def answer_requests(state: ClusterState, now: float, emitter: str, config: PolicyConfig = DEFAULT) -> list[Event]:

@@ -16,6 +16,7 @@ from coordinator.state import (
     TRANSITIONS,
     Allocation,
     ClusterState,
+    HeartbeatView,
     LeaderView,
     NodeState,
     NodeView,
@@ -25,8 +26,9 @@ from coordinator.state import (
     TrustPolicy,
 )
 from events.base import Event, Resources
-from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
+from events.fencing import COORDINATOR, superseded
 from events.node import (
+    HeartbeatIntervalSet,
     LeaderElected,
     NodeDrained,
     NodeDrainRequested,
@@ -67,19 +69,14 @@ class Implausible(Exception):
     rejected and recorded, not applied."""
 
 
-# coordinator decisions, which carry the term of the leader that made them
-FENCED: frozenset[type[Event]] = frozenset(
-    {TaskAssigned, TaskReassigned, TaskCancelled, TaskFailed, TaskRejected, NodeLost, NodeTrustReset, TrustPolicySet}
-    | {GuidanceGiven, ResourceGranted, ResourceDenied}
-)
-EMITTER = "coordinator"
+EMITTER = COORDINATOR
 QUEUE_LOG_MAX = 1_000_000  # nobody drains it during a replay; the scheduler rebuilds past this
 
 
 def apply(state: ClusterState, event: Event, seq: int = 0) -> None:
     if seq:
         state.seq = seq
-    if state.term and type(event) in FENCED and event.emitter == EMITTER and event.term < state.term:  # type: ignore[attr-defined]
+    if superseded(state.term, event):
         state.ignored += 1  # a decision of a deposed leader (one that was paused past its lease)
         return
     _apply(event, state, seq)
@@ -144,7 +141,7 @@ def _release(state: ClusterState, task: TaskView) -> None:
     if node is not None:
         node.allocated = node.allocated - alloc.resources
         node.running -= 1
-        state.dirty_nodes.add(node.node_id)
+        state.node_changed(node)
     task.extra = Resources()
 
 
@@ -172,7 +169,7 @@ def _trust(state: ClusterState, node_id: str, delta: float, seq: int, task_id: s
     change = TrustChange(seq=seq, node_id=node_id, delta=score - node.trust, score=score, task_id=task_id, cause=cause)
     node.trust = score
     state.new_trust.append(change)
-    state.dirty_nodes.add(node_id)
+    state.node_changed(node)
 
 
 @_apply.register
@@ -232,7 +229,7 @@ def _(event: TaskAssigned, state: ClusterState, seq: int) -> None:
     state.dirty_allocs.add(task.task_id)
     node.allocated = node.allocated + request
     node.running += 1
-    state.dirty_nodes.add(node.node_id)
+    state.node_changed(node)
 
 
 @_apply.register
@@ -370,7 +367,7 @@ def _(event: NodeRegistered, state: ClusterState, seq: int) -> None:
     node.hostname = event.hostname
     node.heartbeat_s = event.heartbeat_s
     node.updated_at = event.ts
-    state.dirty_nodes.add(node.node_id)
+    state.node_changed(node)
 
 
 def _holds(event: NodeRegistered, node: NodeView) -> bool:
@@ -392,7 +389,7 @@ def _set_node_state(state: ClusterState, node_id: str, new: NodeState, ts: float
         return
     node.state = new
     node.updated_at = ts
-    state.dirty_nodes.add(node_id)
+    state.node_changed(node)
 
 
 @_apply.register
@@ -402,7 +399,7 @@ def _(event: NodeDrainRequested, state: ClusterState, seq: int) -> None:
         state.ignored += 1
         return
     node.drain_requested = True
-    state.dirty_nodes.add(node.node_id)
+    state.node_changed(node)
     if node.state == NodeState.ACTIVE:
         _set_node_state(state, event.node_id, NodeState.DRAINING, event.ts)
 
@@ -441,6 +438,14 @@ def _(event: TrustPolicySet, state: ClusterState, seq: int) -> None:
         floor=event.floor,
     )
     state.dirty_settings = True
+
+
+@_apply.register
+def _(event: HeartbeatIntervalSet, state: ClusterState, seq: int) -> None:
+    state.heartbeat = HeartbeatView(
+        interval_s=event.interval_s, previous_s=state.heartbeat.interval_s, since=event.ts, nodes=event.nodes
+    )
+    state.dirty_heartbeat = True
 
 
 @_apply.register

@@ -84,7 +84,7 @@ def _(event: ResourceGranted, state: ClusterState, seq: int) -> None:
     node = state.nodes[alloc.node_id]
     node.allocated = node.allocated + extra
     state.dirty_allocs.add(task.task_id)
-    state.dirty_nodes.add(node.node_id)
+    state.node_changed(node)
     state.dirty_tasks.add(task.task_id)
 
 

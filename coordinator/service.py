@@ -10,6 +10,7 @@ answered from memory over request-reply (``hiveapi.*``).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,8 @@ from coordinator.api import Api
 from coordinator.core import CoordinatorCore, CoreConfig
 from coordinator.intake import Rejection, RejectLog, take
 from coordinator.lease import LeaseKeeper, Role, me
+from coordinator.looplag import LoopLag
+from coordinator.policies import DEFAULT, PolicyConfig
 from coordinator.state import ClusterState, TrustPolicy
 from coordinator.store import ProjectionStore
 from edge.bus import Publisher, connect, delivery, follow
@@ -49,13 +52,20 @@ class Coordinator:
         tick_s: float = 0.1,
         coordinator_id: str = "coordinator",
         lease_s: float | None = None,
+        http_port: int | None = None,
+        policy: PolicyConfig = DEFAULT,
     ) -> None:
+        self.policy = policy  # how requests are answered (coordinator.policies)
+        self.http_port = http_port  # /health and /metrics (coordinator/observe.py); None: off
         # lease_s None: the lone coordinator of old (no election, no terms); a number: run the
         # lease (coordinator/lease.py) with that TTL, so several coordinators may run
         self.coordinator_id = coordinator_id
         self.lease_s = lease_s
         self.term = 0  # while leading: the term every decision carries; 0 as a standby
         self.keeper: LeaseKeeper | None = None
+        self.epoch = f"{coordinator_id}-{os.getpid()}-{time.time_ns()}"  # this run, for readers of `changed`
+        self.changed: dict[str, int] = {}  # task -> log position of its last flushed change (coordinator.views.task_page)
+        self.announced_at = float("-inf")  # a standby's last "I am here" (LeaseKeeper.announce)
         self.api: Api | None = None
         self.target = target
         self.db_path = Path(db_path)
@@ -72,6 +82,7 @@ class Coordinator:
         self.policy_logged = False
         self.unflushed = 0
         self.flushed_at = time.monotonic()
+        self.lag = LoopLag()  # in `hive stats` as loop_lag
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         nc = await connect(self.target, "hive-coordinator", on_reconnect=self._reconnected)
@@ -89,7 +100,8 @@ class Coordinator:
             store = await ProjectionStore.open(self.db_path)
             state = await store.load(ClusterState())
         self.rejects = RejectLog(await store.rejected_by_rule())
-        self.core = CoordinatorCore(state, self.config)
+        self.core = CoordinatorCore(state, self.config, self.policy)
+        self.fold = self.core.handle  # observe.serve wraps it to time placements
         self.store = store
         publisher = Publisher(js)
         log.info("coordinator starting", checkpoint=state.seq, log_end=self.caught_up_to, tasks=len(state.tasks))
@@ -98,6 +110,7 @@ class Coordinator:
         await follow(js, AUDIT_STREAM, self._on_msg, start_seq=state.seq + 1)
         self.publisher = publisher
         lease_task: asyncio.Future[None] | None = None
+        lag_task = asyncio.ensure_future(self.lag.run())
         if self.lease_s is not None:
             self.keeper = LeaseKeeper(await js.key_value(LEADER_BUCKET), me(self.coordinator_id), self.lease_s)
             await self.keeper.check_reclaim()
@@ -107,6 +120,11 @@ class Coordinator:
         else:
             await self.api.start()
             role = "leader"
+        http = None
+        if self.http_port is not None:
+            from coordinator import observe  # aiohttp and prometheus_client only when asked for
+
+            http = await observe.serve(self, nc, self.http_port)
         log.info("coordinator ready", api=role == "leader", role=role, id=self.coordinator_id, term=self.term)
         if ready is not None:
             ready.set()
@@ -119,6 +137,9 @@ class Coordinator:
                 self.wake.clear()
                 await self._step(publisher)
         finally:
+            lag_task.cancel()
+            if http is not None:
+                await http.stop()
             if lease_task is not None:
                 lease_task.cancel()
             if self.keeper is not None and self.keeper.lease.role == Role.LEADER:
@@ -155,6 +176,9 @@ class Coordinator:
             await self._stepped_down("the lease ran out before it was renewed (paused or cut off)")
             return
         change = await self.keeper.tick(now)
+        if not self.term and change != "elected" and now >= self.announced_at + self.keeper.lease.period:
+            self.announced_at = now
+            await self.keeper.announce()
         if change == "elected":
             await self._elected(self.keeper.lease.term)
         elif change == "stepped_down" and self.term:
@@ -213,7 +237,7 @@ class Coordinator:
             seq, _, stamp = delivery(msg)
             if seq <= state.seq:
                 continue  # redelivered after a reconnect; already applied
-            rejection = take(state, self.core.handle, msg.data, msg.subject, seq, stamp)
+            rejection = take(state, self.fold, msg.data, msg.subject, seq, stamp)
             if rejection is not None:
                 self._reject(rejection)
         self.rejects.tick(time.monotonic())
@@ -223,6 +247,9 @@ class Coordinator:
         if self.unflushed and (self.unflushed >= FLUSH_EVENTS or time.monotonic() - self.flushed_at >= FLUSH_S):
             # batching rows across loop rounds: each task's row is written once per flush,
             # not once per event; a crash loses only what replay from the checkpoint restores
+            for task_id in state.dirty_tasks:  # oldest change first: `tasks` since a position is a suffix
+                self.changed.pop(task_id, None)
+                self.changed[task_id] = state.seq
             await self.store.flush(state)
             self.unflushed, self.flushed_at = 0, time.monotonic()
         if state.seq < self.caught_up_to:
@@ -246,6 +273,9 @@ class Coordinator:
             return
         for decision in decisions:
             await self._publish(publisher, decision)
+        if self.core.more:  # a large placement round goes on after the loop had its turn
+            self.wake.set()
+            await asyncio.sleep(0)
 
     async def _publish(self, publisher: Publisher, decision: Event) -> None:
         try:
@@ -299,4 +329,5 @@ class Coordinator:
             "decide_errors": self.decide_errors,
             "ignored": self.core.state.ignored,
             "inflight": len(self.core.inflight),
+            "loop_lag": self.lag.stats(),
         }

@@ -58,6 +58,9 @@ class NodeState(StrEnum):
     LOST = "lost"
 
 
+LIVE = frozenset({NodeState.ACTIVE, NodeState.DRAINING})  # expected to heartbeat
+
+
 class TaskView(msgspec.Struct, kw_only=True):
     task_id: str
     spec: TaskSpec
@@ -188,6 +191,17 @@ class LeaderView(msgspec.Struct, kw_only=True):
     pid: int = 0
 
 
+class HeartbeatView(msgspec.Struct, kw_only=True):
+    """The cluster-wide heartbeat interval (events.node.HeartbeatIntervalSet) and the one
+    it replaced at ``since``: nodes learn of a shorter interval only as they see it, so the
+    coordinator keeps counting on the longer one for a while (``CoordinatorCore``)."""
+
+    interval_s: float = 0.0  # 0: none, each node's own interval
+    previous_s: float = 0.0
+    since: float = 0.0
+    nodes: int = 0
+
+
 class ClusterState:
     def __init__(self, trust: TrustPolicy | None = None) -> None:
         self.trust = trust or TrustPolicy()
@@ -206,6 +220,12 @@ class ClusterState:
         self.doomed: dict[str, str] = {}  # pending task -> why it can never run
         self.cancel_wanted: set[str] = set()
         self.reassign_wanted: dict[str, int] = {}  # task -> attempt an operator/policy said to retry
+        # node indexes, so the core's per-step work does not grow with the number of nodes
+        self.live: set[str] = set()  # nodes in LIVE states
+        self.lost: set[str] = set()
+        # nodes whose view changed, in order of change (a new node is first logged when it
+        # registers), for the scheduler's node index; bounded by the number of nodes
+        self.node_log: dict[str, None] = {}
         # persistence bookkeeping: what changed since the last flush
         self.dirty_tasks: set[str] = set()
         self.dirty_nodes: set[str] = set()
@@ -218,6 +238,8 @@ class ClusterState:
         self.term = 0
         self.leader: LeaderView | None = None
         self.dirty_leader = False
+        self.heartbeat = HeartbeatView()
+        self.dirty_heartbeat = False
 
     def reindex(self) -> None:
         """Rebuild the derived indexes from the views (after loading from SQLite)."""
@@ -248,6 +270,24 @@ class ClusterState:
                 if task.state == TaskState.PENDING and dep_view.state in (TaskState.FAILED, TaskState.CANCELLED):
                     self.doomed[task.task_id] = f"dependency {dep} {dep_view.state}"
         self.next_order = max((t.order for t in self.tasks.values()), default=-1) + 1
+        self.live = {n.node_id for n in self.nodes.values() if n.state in LIVE}
+        self.lost = {n.node_id for n in self.nodes.values() if n.state == NodeState.LOST}
+        self.node_log = dict.fromkeys(self.nodes)
+
+    def node_changed(self, node: NodeView) -> None:
+        """Record a change of ``node`` (the projection calls this on every one): its row is
+        dirty, and the node indexes follow its state."""
+        node_id = node.node_id
+        self.dirty_nodes.add(node_id)
+        self.node_log[node_id] = None
+        if node.state in LIVE:
+            self.live.add(node_id)
+        else:
+            self.live.discard(node_id)
+        if node.state == NodeState.LOST:
+            self.lost.add(node_id)
+        else:
+            self.lost.discard(node_id)
 
     def validate(self) -> None:
         """Invariants the tests check: allocations match node accounting, never over capacity."""

@@ -14,7 +14,16 @@ from pathlib import Path
 import aiosqlite
 import msgspec
 
-from coordinator.state import Allocation, ClusterState, LeaderView, NodeView, OpenRequest, TaskView, TrustPolicy
+from coordinator.state import (
+    Allocation,
+    ClusterState,
+    HeartbeatView,
+    LeaderView,
+    NodeView,
+    OpenRequest,
+    TaskView,
+    TrustPolicy,
+)
 from edge.sqlite import open_projection
 
 SCHEMA = """
@@ -103,6 +112,10 @@ class ProjectionStore:
         if row:
             state.leader = msgspec.json.decode(row[0], type=LeaderView)
             state.term = state.leader.term
+        async with self.db.execute("SELECT value FROM settings WHERE key = 'heartbeat'") as cur:
+            row = await cur.fetchone()
+        if row:
+            state.heartbeat = msgspec.json.decode(row[0], type=HeartbeatView)
         state.seq = await self.checkpoint()
         state.reindex()
         return state
@@ -188,6 +201,8 @@ class ProjectionStore:
             await db.execute("INSERT OR REPLACE INTO settings VALUES ('trust', ?)", (_enc.encode(state.trust),))
         if state.dirty_leader and state.leader is not None:
             await db.execute("INSERT OR REPLACE INTO settings VALUES ('leader', ?)", (_enc.encode(state.leader),))
+        if state.dirty_heartbeat:
+            await db.execute("INSERT OR REPLACE INTO settings VALUES ('heartbeat', ?)", (_enc.encode(state.heartbeat),))
         if self.rejected:
             await db.executemany("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", self.rejected)
         await db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", (PROJECTION, state.seq))
@@ -199,4 +214,5 @@ class ProjectionStore:
         state.new_trust.clear()
         state.dirty_settings = False
         state.dirty_leader = False
+        state.dirty_heartbeat = False
         self.rejected.clear()

@@ -76,6 +76,32 @@ def request_summary(request: OpenRequest) -> dict[str, Any]:
     return msgspec.to_builtins(request)
 
 
+PAGE_MAX = 10_000  # task summaries per reply: about 4 MB, half the max payload
+
+
+def task_page(
+    state: ClusterState, changed: dict[str, int], after: int, offset: int, limit: int, epoch: str = ""
+) -> dict[str, Any]:
+    """Tasks in submission order, a page at a time (``offset``/``limit``); with ``after``, only
+    those changed after that log position (``changed``: task -> position of its last flushed
+    change, oldest first; unflushed changes are in ``state.dirty_tasks``). ``seq`` is where a
+    reader that has applied this reply asks ``after`` next time, of the same ``epoch`` (this
+    coordinator's run: another one's positions mean nothing to ``changed``)."""
+    limit = max(1, min(limit or PAGE_MAX, PAGE_MAX))
+    if after > 0:
+        recent: list[str] = []
+        for task_id, seq in reversed(changed.items()):
+            if seq <= after:
+                break
+            recent.append(task_id)
+        ids = dict.fromkeys([*reversed(recent), *state.dirty_tasks])
+        chosen = [state.tasks[t] for t in ids if t in state.tasks]
+    else:
+        chosen = list(state.tasks.values())
+    rows = chosen[offset : offset + limit]
+    return {"seq": state.seq, "epoch": epoch, "total": len(chosen), "tasks": [task_summary(t) for t in rows]}
+
+
 def list_tasks(state: ClusterState, wanted: str | None, limit: int) -> list[dict[str, Any]]:
     tasks = sorted(state.tasks.values(), key=lambda t: t.order)
     if wanted:

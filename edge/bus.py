@@ -23,7 +23,6 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NoStreamResponseError
 
 from edge.auth.jwt import read_creds
-from edge.auth.tls import client_context
 from edge.config import Target
 from edge.errors import BadCredentials, Unreachable
 from events.base import Event
@@ -32,7 +31,25 @@ from events.subjects import MSG_ID_HEADER, inbox_prefix, subject_for
 
 log = structlog.get_logger("edge.bus")
 
+# The JetStream domain of a hub that leaf servers connect to (hive.server.EmbeddedServer
+# with a leaf port). A client of a leaf server (``hive leaf``, which runs no JetStream)
+# reaches the hub's JetStream as ``$JS.hive.API.>``: nats-server never forwards ``$JS.API.>``
+# of an ordinary account over a leaf connection.
+JS_DOMAIN = "hive"
+
 TRANSIENT = (asyncio.TimeoutError, NoStreamResponseError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError)
+
+
+class _Client(Client):
+    """A nats-py client whose JetStream contexts find JetStream where it is: on the server
+    it is connected to when that one runs it (its INFO says ``jetstream``), else on the hub
+    behind it, in the domain ``JS_DOMAIN`` (a leaf server). So a node on a leaf server
+    needs nothing of its own to say so."""
+
+    def jetstream(self, **opts: Any) -> JetStreamContext:
+        if "domain" not in opts and "prefix" not in opts and not (self._server_info or {}).get("jetstream"):
+            opts["domain"] = JS_DOMAIN
+        return super().jetstream(**opts)
 
 
 async def connect(
@@ -93,10 +110,14 @@ async def connect(
         "max_reconnect_attempts": -1 if persistent else 30,  # a client rides out ~15 s (RETRY_S)
         "allow_reconnect": True,
         "pending_size": 64 * 1024 * 1024,
+        # a dead link (a partition: no RST, no FIN) is noticed within ~40 s, not nats-py's ~4 min
+        "ping_interval": 10,
+        "max_outstanding_pings": 3,
     }
     options.update(credentials(target))
     try:
-        nc = await asyncio.wait_for(nats.connect(**options), timeout=deadline)
+        nc = _Client()
+        await asyncio.wait_for(nc.connect(**options), timeout=deadline)
     except (TimeoutError, OSError, nats.errors.Error, ssl.SSLError) as exc:
         reason = (refusal or last_error or [str(exc) or type(exc).__name__])[-1]
         raise Unreachable(explain(target, reason)) from None
@@ -136,6 +157,8 @@ def credentials(target: Target) -> dict[str, Any]:
         options["inbox_prefix"] = inbox_prefix(target.user)
     if any(url.startswith("tls://") for url in target.url.split(",")) or (target.ca and "tls" in target.url):
         try:
+            from edge.auth.tls import client_context  # cryptography: ~50 ms a plain nats:// command need not pay
+
             options["tls"] = client_context(Path(target.ca) if target.ca else None)
         except ValueError as exc:
             raise BadCredentials(str(exc)) from None
@@ -218,9 +241,11 @@ class Publisher:
             try:
                 ack = await self.js.publish(subject, data, timeout=timeout, headers=headers)
                 return int(ack.seq)
-            except TRANSIENT:
+            except TRANSIENT as exc:
                 if attempts and tries >= attempts:
                     raise
+                if tries == 2:  # once per event: cut off, or the stream electing a leader
+                    log.warning("no ack from JetStream; retrying", subject=subject[:200], error=type(exc).__name__)
                 await asyncio.sleep(min(2.0, 0.1 * tries))
 
 

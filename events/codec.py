@@ -13,6 +13,7 @@ from events.negotiation import (
     ResourceRequested,
 )
 from events.node import (
+    HeartbeatIntervalSet,
     LeaderElected,
     NodeDrained,
     NodeDrainRequested,
@@ -55,6 +56,7 @@ AnyEvent = (
     | NodeLost
     | NodeTrustReset
     | TrustPolicySet
+    | HeartbeatIntervalSet
     | LeaderElected
     | HelpRequested
     | GuidanceGiven

@@ -12,11 +12,13 @@ from events.base import Event, Resources
 from events.limits import (
     Gigabytes,
     GpuIndex,
+    HeartbeatFloor,
     HeartbeatInterval,
     Id,
     Line,
     MaxTasks,
     Name,
+    NodeCount,
     Percent,
     Pid,
     Score,
@@ -92,6 +94,17 @@ class TrustPolicySet(Event, frozen=True, kw_only=True):
     high: Score
     medium: Score
     floor: Score
+    term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
+
+
+class HeartbeatIntervalSet(Event, frozen=True, kw_only=True):
+    """The heartbeat interval the coordinator asks of every node, set for the number of
+    live nodes so the heartbeats it takes stay within its budget (a Nomad-style TTL that
+    grows with the cluster). A node beats at the larger of this and its own interval, and
+    liveness counts on the same; 0: no cluster-wide floor (each node's own interval)."""
+
+    interval_s: HeartbeatFloor
+    nodes: NodeCount = 0  # the live nodes it was set for
     term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
@@ -17,8 +20,10 @@ from events.subjects import (
     TELEMETRY_SUBJECTS,
 )
 
+T = TypeVar("T")
+
 DUPLICATE_WINDOW_S = 120.0
-LEASE_TTL_S = 3.0  # the coordinators' lease (coordinator/lease.py)
+LEASE_TTL_S = 2.0  # the coordinators' lease (coordinator/lease.py)
 MAX_REPLICAS = 3  # JetStream's usual: more costs writes and buys little
 
 
@@ -75,7 +80,7 @@ async def ensure_streams(js: JetStreamContext, replicas: int | None = None, leas
         try:
             info = await js.stream_info(cfg.name or "")
         except NotFoundError:
-            await js.add_stream(cfg)
+            await _placed(lambda cfg=cfg: js.add_stream(cfg))
             continue
         if replicas is None:
             cfg.num_replicas = info.config.num_replicas
@@ -87,9 +92,11 @@ async def ensure_streams(js: JetStreamContext, replicas: int | None = None, leas
     try:
         await js.object_store(RESULTS_BUCKET)
     except (NotFoundError, Exception):
-        await js.create_object_store(
-            RESULTS_BUCKET,
-            config=ObjectStoreConfig(description="HiveMind task result files", replicas=fresh),
+        await _placed(
+            lambda: js.create_object_store(
+                RESULTS_BUCKET,
+                config=ObjectStoreConfig(description="HiveMind task result files", replicas=fresh),
+            )
         )
     await ensure_leader_bucket(js, fresh, lease_ttl_s)
 
@@ -100,6 +107,24 @@ async def ensure_leader_bucket(js: JetStreamContext, replicas: int, ttl_s: float
     try:
         return await js.key_value(LEADER_BUCKET)
     except (NotFoundError, Exception):
-        return await js.create_key_value(
-            KeyValueConfig(bucket=LEADER_BUCKET, history=1, ttl=ttl_s, replicas=replicas, description="HiveMind coordinator lease")
+        config = KeyValueConfig(
+            bucket=LEADER_BUCKET, history=1, ttl=ttl_s, replicas=replicas, description="HiveMind coordinator lease"
         )
+        return await _placed(lambda: js.create_key_value(config))
+
+
+PLACEMENT_WAIT_S = 30.0
+NO_SUITABLE_PEERS = 10005  # JetStream's err_code while too few servers of a cluster have joined
+
+
+async def _placed(create: Callable[[], Awaitable[T]]) -> T:
+    """Create something replicated. A cluster still forming refuses with "no suitable peers
+    for placement" until enough of its servers have joined; wait for them a while."""
+    deadline = time.monotonic() + PLACEMENT_WAIT_S
+    while True:
+        try:
+            return await create()
+        except BadRequestError as exc:
+            if getattr(exc, "err_code", None) != NO_SUITABLE_PEERS or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)

@@ -25,6 +25,7 @@ from events.negotiation import (
     ResourceRequested,
 )
 from events.node import (
+    HeartbeatIntervalSet,
     LeaderElected,
     NodeDrained,
     NodeDrainRequested,
@@ -54,6 +55,11 @@ RESULTS_BUCKET = "hive-results"
 # the coordinators' election (coordinator/lease.py): one key, whose revision is the term
 LEADER_BUCKET = "hive-leader"
 LEADER_KEY = "coordinator"
+
+
+def standby_key(coordinator_id: str) -> str:
+    """The lease bucket's key a standby coordinator renews to say it is there ("*": all)."""
+    return f"standby.{coordinator_id}"
 API_PREFIX = "hiveapi"
 MSG_ID_HEADER = "Nats-Msg-Id"
 BY, AS_OPERATOR = "by", "op"  # the token before a person's name in a request's subject
@@ -84,7 +90,11 @@ NODE_VERBS: dict[type[Event], str] = {
     NodeLost: "lost",
     NodeTrustReset: "trust_reset",
 }
-COORDINATOR_VERBS: dict[type[Event], str] = {TrustPolicySet: "trust_policy", LeaderElected: "leader_elected"}
+COORDINATOR_VERBS: dict[type[Event], str] = {
+    TrustPolicySet: "trust_policy",
+    LeaderElected: "leader_elected",
+    HeartbeatIntervalSet: "heartbeat_interval",
+}
 TELEMETRY_TYPES: frozenset[type[Event]] = frozenset({TaskProgress, NodeHeartbeat})
 # events that never name a node in their subject, and those that always do
 _UNSCOPED = frozenset({TaskSubmitted, TaskCancelRequested, TaskRejected})
@@ -177,15 +187,20 @@ def task_filter(task_id: str) -> str:
     return f"{PREFIX}.task.{task_id}.>"
 
 
+def leader_subject() -> str:
+    """Where elections are logged: every projection needs them to fence deposed leaders."""
+    return f"{PREFIX}.coordinator.{COORDINATOR_VERBS[LeaderElected]}"
+
+
 def node_filter(node_id: str) -> list[str]:
-    """What a node consumes: events about its tasks and about itself."""
-    return [f"{PREFIX}.task.*.*.{node_id}", f"{PREFIX}.node.{node_id}.>"]
+    """What a node consumes: events about its tasks and about itself, and elections."""
+    return [f"{PREFIX}.task.*.*.{node_id}", f"{PREFIX}.node.{node_id}.>", leader_subject()]
 
 
 def node_inbox_filter(node_id: str) -> list[str]:
-    """What others tell a node: the decisions and answers addressed to it."""
+    """What others tell a node: the decisions and answers addressed to it, and elections."""
     verbs = ("assigned", "cancelled", "reassigned", "guidance", "resource_granted", "resource_denied")
-    return [f"{PREFIX}.task.*.{verb}.{node_id}" for verb in verbs] + [f"{PREFIX}.node.{node_id}.>"]
+    return [f"{PREFIX}.task.*.{verb}.{node_id}" for verb in verbs] + [f"{PREFIX}.node.{node_id}.>", leader_subject()]
 
 
 def heartbeat_filter() -> str:

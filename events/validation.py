@@ -39,6 +39,7 @@ from events.limits import (
 )
 from events.negotiation import GuidanceGiven, HelpRequested, ResourceDenied, ResourceGranted, ResourceRequested
 from events.node import (
+    HeartbeatIntervalSet,
     LeaderElected,
     NodeDrained,
     NodeDrainRequested,
@@ -99,6 +100,7 @@ WRITERS: dict[type[Event], frozenset[str]] = {
     NodeTrustReset: frozenset({"coordinator"}),
     TrustPolicySet: frozenset({"coordinator"}),
     LeaderElected: frozenset({"coordinator"}),
+    HeartbeatIntervalSet: frozenset({"coordinator"}),
 }
 
 

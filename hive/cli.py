@@ -138,6 +138,15 @@ def up(
     coordinators: Annotated[
         int, typer.Option("--coordinators", help="coordinators to run: one leads (a lease), the others stand by")
     ] = 1,
+    listen: Annotated[
+        str, typer.Option("--listen", help="address nats-server listens on: 0.0.0.0 lets other hosts in")
+    ] = "127.0.0.1",
+    leaf_port: Annotated[
+        Optional[int],
+        typer.Option("--leaf-port", help="also listen here for leaf servers (`hive leaf`): remote sites"),
+    ] = None,
+    web_port: Annotated[int, typer.Option("--web-port", help="port of the web dashboard (`hive web`)")] = 8222,
+    no_web: Annotated[bool, typer.Option("--no-web", help="do not start the web dashboard")] = False,
 ) -> None:
     """Start nats-server, the coordinator and N nodes; Ctrl-C stops everything."""
     from edge.auth.tls import TlsFiles
@@ -173,6 +182,9 @@ def up(
         servers=servers,
         replicas=replicas,
         coordinators=coordinators,
+        listen=listen,
+        leaf_port=leaf_port,
+        web_port=None if no_web else web_port,
     )
     try:
         cluster.run(demo=demo)
@@ -197,20 +209,35 @@ def coordinator(
     coordinator_id: Annotated[
         str, typer.Option("--id", help="this coordinator's name, unique among those running (several: one leads)")
     ] = "coordinator",
+    resource_policy: Annotated[
+        str,
+        typer.Option(
+            "--resource-policy",
+            help="a task's request for more: grant_or_preempt (from free capacity), ask_operator (hive grant/deny), deny",
+        ),
+    ] = "grant_or_preempt",
     lease_s: Annotated[
-        Optional[float],
+        float,
         typer.Option(
             "--lease-s",
-            help="run for leadership with this lease TTL (s; 3 is usual): needed to run several coordinators",
+            help="leadership lease TTL (s): one of the coordinators running leads; 0: no lease (only ever run one)",
         ),
+    ] = 2.0,
+    http_port: Annotated[
+        Optional[int],
+        typer.Option("--http-port", help="serve /health and /metrics on 127.0.0.1:PORT (default: off)", min=0, max=65535),
     ] = None,
 ) -> None:
     """Run the coordinator: projections, scheduler, policies."""
     from coordinator.core import CoreConfig
+    from coordinator.policies import RESOURCE_POLICIES, PolicyConfig
     from coordinator.service import Coordinator
     from coordinator.state import TrustPolicy
 
     logs.configure(log_level)
+    if resource_policy not in RESOURCE_POLICIES:
+        render.err.print(f"error: --resource-policy must be one of {', '.join(RESOURCE_POLICIES)}")
+        raise typer.Exit(2)
     directory = data_dir(data)
     service = Coordinator(
         resolve(server, "coordinator", directory, creds=creds, ca=ca),
@@ -218,7 +245,9 @@ def coordinator(
         CoreConfig(missed_heartbeats=missed_heartbeats, startup_grace_s=startup_grace),
         TrustPolicy(initial=trust_initial, floor=trust_floor),
         coordinator_id=coordinator_id,
-        lease_s=lease_s,
+        http_port=http_port,
+        lease_s=lease_s if lease_s > 0 else None,
+        policy=PolicyConfig(resources=resource_policy),
     )
     serve(service.run())
 
@@ -247,6 +276,10 @@ def node(
         Optional[list[str]], typer.Option("--handlers", help="Python module with @handler functions (repeatable)")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    http_port: Annotated[
+        Optional[int],
+        typer.Option("--http-port", help="serve /health and /metrics on 127.0.0.1:PORT (default: off)", min=0, max=65535),
+    ] = None,
 ) -> None:
     """Run a worker node."""
     if ctx.invoked_subcommand is not None:
@@ -275,7 +308,8 @@ def node(
     except (msgspec.ValidationError, ValueError) as exc:
         render.err.print(f"error: bad node setting: {exc}")
         raise typer.Exit(1) from None
-    serve(Node(resolve(server, "node", directory, name=settings.node_id, creds=creds, ca=ca), settings).run())
+    target = resolve(server, "node", directory, name=settings.node_id, creds=creds, ca=ca)
+    serve(Node(target, settings, http_port=http_port).run())
 
 
 # -- writes -------------------------------------------------------------------------------
@@ -488,13 +522,24 @@ def task(task_id: str, server: Server = None, creds: Creds = None, ca: Ca = None
 
 
 @app.command()
-def nodes(server: Server = None, creds: Creds = None, ca: Ca = None, data: Data = None, as_json: Json = False) -> None:
-    """List nodes with capacity, availability and trust."""
+def nodes(
+    server: Server = None,
+    creds: Creds = None,
+    ca: Ca = None,
+    data: Data = None,
+    as_json: Json = False,
+    limit: Annotated[int, typer.Option("--limit", help="at most this many nodes (0: all)", min=0)] = 0,
+    after: Annotated[str, typer.Option("--after", help="only nodes whose id sorts after this one (paging)")] = "",
+) -> None:
+    """List nodes with capacity, availability and trust (by id; page with --limit/--after)."""
     quiet()
 
     async def go() -> None:
         async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
-            rows = await hive.nodes()
+            if 0 < limit <= 1000:  # one reply of the coordinator's `nodes` verb
+                rows = await hive.request("nodes", {"limit": limit, "after": after})
+            else:  # pages of 1,000: no reply nears the max payload
+                rows = [n for n in await hive.nodes() if n["node_id"] > after][: limit or None]
         render.emit_json(rows) if as_json else render.out.print(render.nodes_table(rows))
 
     run(go())
@@ -508,5 +553,5 @@ __all__ = ["TERMINAL", "app", "main"]
 
 
 # command groups in their own modules register on `app` when imported
-for _module in ("creds", "log", "negotiate", "results", "status", "trust"):
+for _module in ("creds", "leaf", "log", "negotiate", "results", "status", "trust", "web"):
     importlib.import_module(f"hive.commands.{_module}")

@@ -226,8 +226,16 @@ class HiveClient:
     async def task(self, task_id: str) -> dict[str, Any]:
         return await self.request("task", {"task_id": task_id})
 
-    async def nodes(self) -> list[dict[str, Any]]:
-        return await self.request("nodes")
+    async def nodes(self, page: int = 1000) -> list[dict[str, Any]]:
+        """Every node, asked for ``page`` at a time (a reply for 10,000 nodes is ~4.5 MB)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            batch = await self.request("nodes", {"limit": page, "after": found[-1]["node_id"] if found else ""})
+            if len(batch) > page or (found and batch and batch[0]["node_id"] <= found[-1]["node_id"]):
+                return batch if len(batch) > page else found  # a coordinator from before pages: all of them
+            found += batch
+            if len(batch) < page:
+                return found
 
     async def history(self, task_id: str) -> list[tuple[int, str, Event]]:
         """Every logged event of one task (audit and still-retained telemetry), by time."""

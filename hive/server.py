@@ -14,8 +14,10 @@ from pathlib import Path
 
 from edge.auth import server_config
 from edge.auth.tls import TlsFiles, ensure_local_ca, server_tls_config
+from edge.bus import JS_DOMAIN
 from edge.config import AUTH_DIR
 from edge.errors import HiveError
+from hive.children import tied_to_parent
 
 CONF = Path(__file__).resolve().parent.parent / "nats.conf"
 
@@ -43,6 +45,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def with_js_domain(conf: str, domain: str) -> str:
+    """``conf`` (nats.conf's text) with ``domain`` in its jetstream block (one added if none)."""
+    done, count = re.subn(r"(?m)^(\s*jetstream\s*[:=]?\s*\{)", rf"\1\n  domain: {domain}", conf, count=1)
+    return done if count else f"{conf}\njetstream {{\n  domain: {domain}\n}}\n"
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -65,25 +73,40 @@ class EmbeddedServer:
         index: int | None = None,
         route_port: int | None = None,
         routes: list[int] | None = None,
+        host: str = "127.0.0.1",
+        leaf_port: int | None = None,
     ) -> None:
-        """``index`` (1..N) makes this one server of an ``EmbeddedCluster``: server_name
+        """``host``: the address clients reach it on (127.0.0.1: this machine only; 0.0.0.0:
+        every interface, for nodes on other hosts). ``index`` (1..N) makes this one server of an ``EmbeddedCluster``: server_name
         ``hive-<index>``, store ``data/jetstream-<index>``, its own full-resolver directory
         ``data/auth/resolver-<index>``, a cluster block listening on ``route_port`` with
-        ``routes`` to the others, and its config at ``data/nats-server-<index>.conf``."""
+        ``routes`` to the others, and its config at ``data/nats-server-<index>.conf``.
+        ``leaf_port``: also listen there for leaf servers (``hive leaf``, a remote site), and
+        run JetStream in the domain ``JS_DOMAIN``: nats-server never lets an account's
+        ``$JS.API.>`` cross a leaf connection, its ``$JS.<domain>.API.>`` form does."""
         self.data = data
         self.own = own  # an operator's own certificate and key, instead of the local CA's
         self.index = index
         self.store = data / ("jetstream" if index is None else f"jetstream-{index}")
         self.port = port
+        self.host = host
+        # names the local CA's certificate covers besides localhost: how other hosts reach it
+        self.tls_names: tuple[str, ...] = (socket.gethostname(), *([] if self.local_host == "127.0.0.1" else [host]))
         self.route_port = route_port
         self.routes = list(routes or [])
+        self.leaf_port = leaf_port
         self.log_file = log_file
         self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.local_host}:{self.port}"
+
+    @property
+    def local_host(self) -> str:
+        """Where this machine reaches it: the listen address, or loopback for all of them."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
 
     @property
     def auth(self) -> Path:
@@ -108,6 +131,9 @@ class EmbeddedServer:
             limits,
             server_config(self.auth, resolver),
         ]
+        if self.leaf_port is not None:
+            parts[1] = with_js_domain(parts[1], JS_DOMAIN)
+            parts.append(self.leafnodes_config())
         if self.index is not None:
             routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.routes)
             parts.append(
@@ -119,23 +145,38 @@ class EmbeddedServer:
                 "}\n"
             )
         if self.tls:
-            parts.append(server_tls_config(self.own or ensure_local_ca(self.auth / "tls")))
+            parts.append(server_tls_config(self.own or ensure_local_ca(self.auth / "tls", self.tls_names)))
         path = self.data / ("nats-server.conf" if self.index is None else f"nats-server-{self.index}.conf")
         path.write_text("\n".join(parts))
         path.chmod(0o600)
         return path
 
+    def leafnodes_config(self) -> str:
+        """The listener leaf servers connect to: each authenticates as a user of the HIVE
+        account (a node's credential) and is bound to it; with TLS, the client port's
+        certificate."""
+        tls = ""
+        if self.tls:
+            block = server_tls_config(self.own or ensure_local_ca(self.auth / "tls", self.tls_names))
+            tls = "".join(f"  {line}\n" for line in block.splitlines())
+        return f"leafnodes {{\n  listen: {self.host}:{self.leaf_port}\n{tls}}}\n"
+
+    def jetstream_args(self) -> list[str]:
+        return ["-js", "-sd", str(self.store)]
+
     def env(self) -> dict[str, str]:
         return dict(os.environ)
 
     def start(self, timeout: float = 10.0) -> None:
-        if port_open(self.port):
+        if port_open(self.port, self.local_host):
             raise HiveError(f"port {self.port} is already in use (another hive up? use --port)")
         if self.route_port is not None and port_open(self.route_port):
             raise HiveError(f"route port {self.route_port} is already in use (another hive up? use --port)")
+        if self.leaf_port is not None and port_open(self.leaf_port):
+            raise HiveError(f"leaf port {self.leaf_port} is already in use (another hive up? use --leaf-port)")
         self.store.mkdir(parents=True, exist_ok=True)
-        args = [server_binary(), "-c", str(self.write_config()), "-a", "127.0.0.1", "-p", str(self.port)]
-        args += ["-js", "-sd", str(self.store)]
+        args = [server_binary(), "-c", str(self.write_config()), "-a", self.host, "-p", str(self.port)]
+        args += self.jetstream_args()
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
@@ -144,6 +185,7 @@ class EmbeddedServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C goes to hive up, which stops the server last
+                preexec_fn=tied_to_parent(),  # and its death stops the server too
             )
         finally:
             if not isinstance(out, int):
@@ -152,7 +194,7 @@ class EmbeddedServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise HiveError(f"nats-server exited with code {self.proc.returncode}; see {self.log_file}")
-            if port_open(self.port):
+            if port_open(self.port, self.local_host):
                 return
             time.sleep(0.05)
         self.stop()
@@ -195,6 +237,8 @@ class EmbeddedCluster:
         log_dir: Path | None = None,
         tls: bool = False,
         own: TlsFiles | None = None,
+        host: str = "127.0.0.1",
+        leaf_ports: list[int] | None = None,
     ) -> None:
         if len(ports) != len(route_ports) or not ports:
             raise ValueError("one client port and one route port per server")
@@ -209,6 +253,8 @@ class EmbeddedCluster:
                 index=i,
                 route_port=route,
                 routes=[r for r in route_ports if r != route],
+                host=host,
+                leaf_port=leaf_ports[i - 1] if leaf_ports else None,
             )
             for i, (port, route) in enumerate(zip(ports, route_ports, strict=True), start=1)
         ]

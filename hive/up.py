@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from edge.config import STATE_FILE, auth_dir, local_person, resolve
 from edge.errors import HiveError
 from events.streams import ensure_streams
 from hive import render
+from hive.children import tied_to_parent
 from hive.server import EmbeddedCluster, EmbeddedServer
 
 SERVER = "nats-server"  # the one embedded server; in a cluster nats-server-1..N
@@ -118,8 +120,14 @@ class Cluster:
         servers: int = 1,
         replicas: int | None = None,
         coordinators: int = 1,
+        listen: str = "127.0.0.1",
+        leaf_port: int | None = None,
+        web_port: int | None = None,
     ) -> None:
         self.data = data
+        self.web_port = web_port  # `hive web` as one more supervised child (None: not started)
+        self.listen = listen
+        self.leaf_port = leaf_port  # leaf servers (hive leaf) connect here; a cluster: +1 each
         self.coordinator_count = coordinators
         self.server_count = servers  # >1: a local JetStream cluster on ports port..port+N-1
         self.replicas = replicas if replicas is not None else (3 if servers >= 3 else 1)
@@ -157,10 +165,15 @@ class Cluster:
                     logs,
                     tls=self.tls,
                     own=self.own_tls,
+                    host=self.listen,
+                    leaf_ports=[self.leaf_port + i for i in range(self.server_count)] if self.leaf_port else None,
                 )
             else:
                 self.server = EmbeddedServer(
-                    self.data, self.port, logs / f"{SERVER}.log", tls=self.tls, own=self.own_tls
+                    self.data, self.port, logs / f"{SERVER}.log", tls=self.tls,
+                    own=self.own_tls,
+                    host=self.listen,
+                    leaf_port=self.leaf_port,
                 )
             self.server.start()
             for name in self.embedded():
@@ -173,15 +186,16 @@ class Cluster:
         self.env = env
         base = [sys.executable, "-m", "hive"]
         common = ["--server", self.url, "--data", str(self.data)]
-        lease = ["--lease-s", "3"] if self.coordinator_count > 1 else []
-        self._spawn("coordinator", [*base, "coordinator", *lease, *common])
+        self._spawn("coordinator", [*base, "coordinator", *common])
         for i in range(2, self.coordinator_count + 1):  # standbys: one of them takes over if the leader dies
             name = f"coordinator-{i}"
-            self._spawn(name, [*base, "coordinator", "--id", name, *lease, *common])
+            self._spawn(name, [*base, "coordinator", "--id", name, *common])
         for i in range(1, self.node_count + 1):
             name = f"node-{i}"
             args = [*base, "node", "--id", name, "--max-tasks", str(self.max_tasks), "--handlers", "node.demo", *common]
             self._spawn(name, args)
+        if self.web_port is not None:
+            self._spawn("web", [*base, "web", "--port", str(self.web_port), *common])
         # Ctrl-C and SIGTERM both end in the same orderly stop (also when started in the
         # background, where a shell leaves SIGINT ignored)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -274,6 +288,7 @@ class Cluster:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=tied_to_parent(),  # a SIGKILLed hive up takes them along
             )
         self.children[name] = proc
         child = self.supervised.setdefault(name, Supervised(args))
@@ -299,12 +314,20 @@ class Cluster:
                 else []
             ),
             f"  nodes         {', '.join(n for n in self.supervised if n.startswith('node-')) or 'none'}",
+            *([f"  web           {self._web_login()}"] if self.web_port is not None else []),
             f"  logs          {logs}/",
             f"  credentials   {auth_dir(self.data)} (you: operator {local_person()}; `hive creds list`)",
             "  try           hive submit --wait -- echo hello   |   hive tasks   |   hive nodes   |   hive events -f",
             "  stop          Ctrl-C",
         ]
         render.out.print("\n".join(lines))
+
+    def _web_login(self) -> str:
+        """The dashboard's login URL for the local operator (like Jupyter's token URL)."""
+        from hive.web.auth import DEFAULT_TTL_S, load_secret, sign
+
+        token = sign(load_secret(auth_dir(self.data)), local_person(), DEFAULT_TTL_S)
+        return f"http://127.0.0.1:{self.web_port}/?token={token}  (`hive web token NAME` for others)"
 
     def _watch(self) -> None:
         """Notice exits, start the restarts that are due; raise CrashLoop when the
@@ -344,7 +367,7 @@ class Cluster:
             say(
                 f"error: {name} crashed {decision.history.quick_exits} times within {window} of starting; giving up (see {log})"
             )
-            if not name.startswith("node-"):
+            if not name.startswith("node-") and name != "web":  # the cluster runs on without its dashboard
                 self.fatal = f"{name} crashed"
         else:
             child.due = decision.at
@@ -365,23 +388,39 @@ class Cluster:
             pid = self._spawn(name, child.args)
         say(f"{name} restarted (pid {pid})")
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 10.0) -> None:
+        # Another Ctrl-C or SIGTERM while stopping hurries the stop (SIGKILL what is left)
+        # instead of abandoning it half way: nothing may outlive `hive up`.
+        hurry = threading.Event()
+
+        def hurried(signum: int, frame: object) -> None:
+            if not hurry.is_set():
+                say("stopping now: killing what is left")
+            hurry.set()
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, hurried)
         order = sorted(self.children, key=lambda n: n.startswith("coordinator"))  # nodes first
         for name in order:
             proc = self.children[name]
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
         for name in order:
             proc = self.children[name]
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
+            while proc.poll() is None and not hurry.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         self.children.clear()
         self.supervised.clear()
         if self.server is not None:
-            self.server.stop()
+            if hurry.is_set():
+                self.server.kill()
+            else:
+                self.server.stop()
             self.server = None
         state = self.data / STATE_FILE
         state.unlink(missing_ok=True)

@@ -35,6 +35,7 @@ from events.node import NodeDrained, NodeHeartbeat, NodeLost, NodeRegistered
 from events.subjects import AUDIT_STREAM, as_id, node_filter, node_inbox_filter, subject_for
 from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskStarted
 from node import handlers
+from node.cadence import Cadence
 from node.context import Outcome, TaskContext
 from node.executors import Executor
 from node.executors.function import FunctionExecutor
@@ -60,7 +61,9 @@ def default_node_id() -> str:
 
 
 class Node(Negotiator):
-    def __init__(self, target: Target, settings: NodeSettings) -> None:
+    def __init__(self, target: Target, settings: NodeSettings, http_port: int | None = None) -> None:
+        self.http_port = http_port  # /health and /metrics (node/observe.py); None: off
+        self.observer: Any = None  # node.observe.NodeObserver, told of each event this node writes
         self.target = target
         self.settings = settings
         self.node_id = settings.node_id
@@ -85,6 +88,7 @@ class Node(Negotiator):
         self.nc: Client = await connect(self.target, f"hive-node-{self.node_id}")
         self.js = self.nc.jetstream(timeout=10)
         self.publisher = Publisher(self.js)
+        self.cadence = Cadence(self.settings.heartbeat_s)
         self.store = await NodeStore.open(Path(self.settings.data_dir) / f"node-{self.node_id}.db")
         await self.store.load(self.local)
         self.workdir = Path(self.settings.data_dir) / "work" / self.node_id
@@ -96,6 +100,7 @@ class Node(Negotiator):
         )
         self.disk_free_gb = found.disk_free_gb
         log_end = await self._wait_for_streams()
+        await self.cadence.follow(self.nc, self.js)  # the interval the coordinator announced
         if self.local.seq > log_end:
             log.warning("the local checkpoint is past the log's end (a new log?); starting afresh", seq=self.local.seq)
             await self.store.clear()
@@ -107,9 +112,14 @@ class Node(Negotiator):
         # Live, a node only needs what others tell it, from just after what it has read of
         # them (never after its own writes: an assignment made meanwhile sits before those);
         # its own reports it applies itself when it publishes them.
-        await follow(
+        self.consumer = await follow(
             self.js, AUDIT_STREAM, self._on_msg, filters=node_inbox_filter(self.node_id), start_seq=read_to + 1
         )
+        http = None
+        if self.http_port is not None:
+            from node import observe  # aiohttp and prometheus_client only when asked for
+
+            http = await observe.serve(self, self.http_port)
         log.info(
             "node started",
             capacity=self.capacity,
@@ -132,6 +142,8 @@ class Node(Negotiator):
                 await self._step()
         finally:
             heartbeat.cancel()
+            if http is not None:
+                await http.stop()
             await asyncio.shield(self._abandon_running())
             await self.reaper.close()
             if self.unflushed:
@@ -403,15 +415,19 @@ class Node(Negotiator):
         # its own writes change the node's view but not its read position (see run)
         apply(self.local, event)
         self.unflushed = True
+        if self.observer is not None:
+            self.observer.sent(event)
 
     async def _telemetry(self, event: Event) -> None:
         # progress and heartbeats are best effort: a plain publish, no ack round trip
         await self.nc.publish(subject_for(event), encode(event))
+        if self.observer is not None:
+            self.observer.sent(event)
 
     async def _heartbeat_loop(self) -> None:
         utilisation()  # prime psutil's CPU counter
         while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
+            await asyncio.sleep(self.cadence.interval_s)
             cpu, memory = await asyncio.to_thread(utilisation)
             gpus = await asyncio.to_thread(gpu_usage) if self.gpus else []
             await self._telemetry(

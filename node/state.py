@@ -13,7 +13,8 @@ from functools import singledispatch
 import msgspec
 
 from events.base import Event
-from events.node import NodeDrained, NodeDrainRequested, NodeLost, NodeRegistered
+from events.fencing import superseded
+from events.node import LeaderElected, NodeDrained, NodeDrainRequested, NodeLost, NodeRegistered
 from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskSpec, TaskStarted
 
 
@@ -42,6 +43,7 @@ class NodeLocal:
         self.registered_at = 0.0
         self.dirty: set[str] = set()
         self.seq = 0
+        self.term = 0  # the newest leader's term seen in the log (events.fencing)
 
     def pending_starts(self) -> list[LocalTask]:
         return [t for t in self.tasks.values() if t.state == LocalState.ASSIGNED]
@@ -53,6 +55,8 @@ class NodeLocal:
 def apply(local: NodeLocal, event: Event, seq: int = 0) -> None:
     if seq:
         local.seq = max(local.seq, seq)
+    if superseded(local.term, event):
+        return  # a deposed leader's decision, published late: the coordinator ignores it too
     _apply(event, local)
 
 
@@ -139,3 +143,8 @@ def _(event: NodeDrained, local: NodeLocal) -> None:
 @_apply.register
 def _(event: NodeLost, local: NodeLocal) -> None:
     local.lost_at = event.ts
+
+
+@_apply.register
+def _(event: LeaderElected, local: NodeLocal) -> None:
+    local.term = max(local.term, event.term)

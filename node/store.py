@@ -43,6 +43,9 @@ class NodeStore:
         async with self.db.execute("SELECT seq FROM checkpoint WHERE projection = 'node'") as cur:
             row = await cur.fetchone()
         local.seq = int(row[0]) if row else 0
+        async with self.db.execute("SELECT seq FROM checkpoint WHERE projection = 'term'") as cur:
+            row = await cur.fetchone()
+        local.term = int(row[0]) if row else 0  # elections before the checkpoint are not read again
         return local
 
     async def flush(self, local: NodeLocal) -> None:
@@ -54,6 +57,7 @@ class NodeStore:
             await self.db.executemany("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?)", rows)
             local.dirty.clear()
         await self.db.execute("INSERT OR REPLACE INTO checkpoint VALUES ('node', ?)", (local.seq,))
+        await self.db.execute("INSERT OR REPLACE INTO checkpoint VALUES ('term', ?)", (local.term,))
         await self.db.commit()
 
     async def close(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from edge.auth import ensure
 from edge.bus import credentials
 from edge.config import auth_dir, local_creds, resolve
+from hive.children import tied_to_parent
 from hive.server import EmbeddedCluster, EmbeddedServer, free_port
 
 
@@ -25,10 +26,10 @@ class Server:
     """An embedded nats-server in operator mode on a free port, with its store and key store
     in ``directory``: every process and test user connects with a credential of its own."""
 
-    def __init__(self, directory: Path, port: int | None = None, tls: bool = False) -> None:
+    def __init__(self, directory: Path, port: int | None = None, tls: bool = False, host: str = "127.0.0.1") -> None:
         self.directory = directory
         self.port = port or free_port()
-        self.server = EmbeddedServer(directory, self.port, directory / "nats-server.log", tls=tls)
+        self.server = EmbeddedServer(directory, self.port, directory / "nats-server.log", tls=tls, host=host)
         ensure(auth_dir(directory))
 
     @property
@@ -148,12 +149,45 @@ class Servers(Server):
             await nc.close()
 
 
+    async def meta_leader(self) -> int:
+        """Which server (1..n) leads the JetStream meta group (``$SYS.REQ.SERVER.PING.JSZ``,
+        asked as the system account)."""
+        import json
+
+        import nats
+
+        nc = await nats.connect(
+            servers=self.url.split(","), user_credentials=str(auth_dir(self.directory) / "creds" / "sys.creds")
+        )
+        try:
+            inbox = nc.new_inbox()
+            leaders: list[str] = []
+            sub = await nc.subscribe(inbox)
+            await nc.publish("$SYS.REQ.SERVER.PING.JSZ", b"{}", reply=inbox)
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline and not leaders:
+                try:
+                    msg = await sub.next_msg(timeout=0.5)
+                except Exception:
+                    continue
+                meta = (json.loads(msg.data).get("data") or {}).get("meta_cluster") or {}
+                if meta.get("leader"):
+                    leaders.append(meta["leader"])
+            assert leaders, "no server named a meta leader"
+            return self.index_of(leaders[0])
+        finally:
+            await nc.close()
+
+
 class Proc:
     """A ``python -m hive`` child with its log in a file."""
 
-    def __init__(self, name: str, args: list[str], server: Server, ready_text: str) -> None:
+    def __init__(
+        self, name: str, args: list[str], server: Server, ready_text: str, prefix: list[str] | None = None
+    ) -> None:
         self.name = name
         self.args = args
+        self.prefix = prefix or []  # e.g. `ip netns exec NS`: run it on a host of its own
         self.server = server
         self.ready_text = ready_text
         self.log = server.directory / "logs" / f"{name}.log"
@@ -164,12 +198,13 @@ class Proc:
         offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hive", *self.args],
+                [*self.prefix, sys.executable, "-m", "hive", *self.args],
                 env=self.server.env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=tied_to_parent(),  # a killed test run leaves no service behind
             )
         if wait:
             self.wait_for_log(self.ready_text, timeout, offset)

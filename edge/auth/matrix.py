@@ -31,6 +31,7 @@ TASK = "t1"
 AUDIT_STREAM = "HIVE_EVENTS"
 BUCKET = "hive-results"
 BUCKET_STREAM = f"OBJ_{BUCKET}"
+JS_DOMAIN = "hive"  # edge.bus.JS_DOMAIN: the hub's JetStream domain, as leaf servers' clients see it
 
 # who, by role
 COORDINATOR = frozenset({"coordinator"})
@@ -51,7 +52,7 @@ OPERATOR_REQUESTS = ("cancel_requested",)  # `hive.task.<task>.<verb>.op.<user>`
 NODE_OWN = ("registered", "heartbeat", "drained")
 NODE_BY_COORDINATOR = ("lost", "trust_reset")
 NODE_REQUESTS = ("drain_requested",)  # `hive.node.<node>.<verb>.by.<user>`
-COORDINATOR_ONLY = ("trust_policy", "leader_elected")
+COORDINATOR_ONLY = ("trust_policy", "leader_elected", "heartbeat_interval")
 
 # hiveapi verbs (hiveapi.<verb>.<user>)
 API_READ = ("tasks", "task", "nodes", "requests", "trust", "stats")
@@ -205,6 +206,20 @@ def _jetstream_families() -> Iterable[Family]:
     yield Family(g, "read a file (ephemeral consumer)", "pub", f"{api}.CONSUMER.CREATE.{BUCKET_STREAM}", EVERYONE)
     yield Family(g, "subscribe to chunks", "sub", f"$O.{BUCKET}.C.x", WRITERS)
     yield Family(g, "write to another bucket", "pub", "$O.other.C.x", COORDINATOR)
+    # a leaf server's clients (hive leaf) reach the hub's JetStream in its domain: the same
+    # rules in that form (a sample of them)
+    g, dom = "JetStream through a leaf (domain form)", f"$JS.{JS_DOMAIN}.API"
+    yield Family(g, "account info", "pub", f"{dom}.INFO", EVERYONE)
+    yield Family(g, "stream info", "pub", f"{dom}.STREAM.INFO.{s}", EVERYONE)
+    yield Family(g, "stream create", "pub", f"{dom}.STREAM.CREATE.{s}", COORDINATOR)
+    yield Family(g, "stream delete", "pub", f"{dom}.STREAM.DELETE.{s}", COORDINATOR)
+    yield Family(g, "consumer create (ephemeral)", "pub", f"{dom}.CONSUMER.CREATE.{s}", EVERYONE)
+    yield Family(g, "named consumer create, own name", "pub", f"{dom}.CONSUMER.CREATE.{s}.{USER}", WRITERS, USER)
+    yield Family(
+        g, "named consumer create, another's name", "pub", f"{dom}.CONSUMER.CREATE.{s}.{OTHER_USER}", COORDINATOR
+    )
+    yield Family(g, "pull from own consumer", "pub", f"{dom}.CONSUMER.MSG.NEXT.{s}.{USER}", WRITERS, me=USER)
+    yield Family(g, "replace a file (purge its old chunks)", "pub", f"{dom}.STREAM.PURGE.{BUCKET_STREAM}", WRITERS)
 
 
 FAMILIES: tuple[Family, ...] = (*_event_families(), *_api_families(), *_jetstream_families())

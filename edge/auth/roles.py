@@ -44,6 +44,19 @@ OPERATOR_VERBS = (*CLIENT_VERBS, "guide", "grant", "deny", "trust_reset", "node_
 NODE_TASK_VERBS = ("started", "progress", "completed", "failed", "help_requested", "resource_requested")
 NODE_VERBS = ("registered", "heartbeat", "drained")
 
+# Through a leaf server (hive leaf): nats-server never lets an ordinary account's
+# "$JS.API.>" cross a leaf connection (leafnode.go adds denyAllClientJs on every one), so a
+# hub with leaf nodes runs a JetStream domain and answers "$JS.<domain>.API.>" too (mapped
+# to "$JS.API.>" in the account; jetstream.go, generateJSMappingTable). Every JetStream API
+# permission below is therefore also given in that form, for any domain ("*").
+JS_DOMAIN_API = "$JS.*.API."
+
+
+def with_domain(subjects: list[str]) -> list[str]:
+    """``subjects`` and, for each ``$JS.API.`` one, its JetStream-domain form."""
+    return [*subjects, *(JS_DOMAIN_API + s[len("$JS.API.") :] for s in subjects if s.startswith("$JS.API."))]
+
+
 # Reading JetStream: stream and consumer info, single messages, and ephemeral consumers.
 # "$JS.API.CONSUMER.CREATE.<stream>" (five tokens) is the ephemeral form: the server
 # refuses it with a durable name in the request; named and durable creation have more
@@ -55,44 +68,50 @@ NODE_VERBS = ("registered", "heartbeat", "drained")
 # a durable's filter and drop its durable name that way), so consumer names must stay
 # unknown to readers: server-generated, never listed. Real isolation would need the
 # readers in an account of their own, reading a mirror.
-JS_READ = [
-    "$JS.API.INFO",
-    "$JS.API.STREAM.NAMES",
-    "$JS.API.STREAM.INFO.*",
-    "$JS.API.STREAM.MSG.GET.*",
-    "$JS.API.DIRECT.GET.>",
-    "$JS.API.CONSUMER.INFO.*.*",
-    "$JS.API.CONSUMER.CREATE.*",
-    "$JS.FC.>",
-]
+JS_READ = with_domain(
+    [
+        "$JS.API.INFO",
+        "$JS.API.STREAM.NAMES",
+        "$JS.API.STREAM.INFO.*",
+        "$JS.API.STREAM.MSG.GET.*",
+        "$JS.API.DIRECT.GET.>",
+        "$JS.API.CONSUMER.INFO.*.*",
+        "$JS.API.CONSUMER.CREATE.*",
+        "$JS.FC.>",
+    ]
+)
 # A node may also own consumers named after itself (durable, pull) and nothing else's.
-JS_OWN_CONSUMERS = [
-    f"$JS.API.CONSUMER.CREATE.*.{NAME}",
-    f"$JS.API.CONSUMER.CREATE.*.{NAME}.>",
-    f"$JS.API.CONSUMER.DURABLE.CREATE.*.{NAME}",
-    f"$JS.API.CONSUMER.DELETE.*.{NAME}",
-    f"$JS.API.CONSUMER.MSG.NEXT.*.{NAME}",
-    f"$JS.ACK.*.{NAME}.>",
-]
+JS_OWN_CONSUMERS = with_domain(
+    [
+        f"$JS.API.CONSUMER.CREATE.*.{NAME}",
+        f"$JS.API.CONSUMER.CREATE.*.{NAME}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.*.{NAME}",
+        f"$JS.API.CONSUMER.DELETE.*.{NAME}",
+        f"$JS.API.CONSUMER.MSG.NEXT.*.{NAME}",
+        f"$JS.ACK.*.{NAME}.>",
+    ]
+)
 # Writing result files: chunks and metadata, and the purge that replaces an old version.
-BUCKET_WRITE = [f"$O.{BUCKET}.>", f"$JS.API.STREAM.PURGE.{BUCKET_STREAM}"]
+BUCKET_WRITE = with_domain([f"$O.{BUCKET}.>", f"$JS.API.STREAM.PURGE.{BUCKET_STREAM}"])
 INBOX = f"_INBOX.{NAME}.>"
 
 # What no reader may do, spelled out (the allow lists already leave it out).
-READ_ONLY_DENY = [
-    "hive.>",
-    "$O.>",
-    "$JS.ACK.>",
-    "$JS.API.CONSUMER.CREATE.*.>",
-    "$JS.API.CONSUMER.DURABLE.CREATE.>",
-    "$JS.API.CONSUMER.DELETE.>",
-    "$JS.API.CONSUMER.MSG.NEXT.>",
-    "$JS.API.STREAM.CREATE.>",
-    "$JS.API.STREAM.UPDATE.>",
-    "$JS.API.STREAM.DELETE.>",
-    "$JS.API.STREAM.PURGE.>",
-    "$JS.API.STREAM.MSG.DELETE.>",
-]
+READ_ONLY_DENY = with_domain(
+    [
+        "hive.>",
+        "$O.>",
+        "$JS.ACK.>",
+        "$JS.API.CONSUMER.CREATE.*.>",
+        "$JS.API.CONSUMER.DURABLE.CREATE.>",
+        "$JS.API.CONSUMER.DELETE.>",
+        "$JS.API.CONSUMER.MSG.NEXT.>",
+        "$JS.API.STREAM.CREATE.>",
+        "$JS.API.STREAM.UPDATE.>",
+        "$JS.API.STREAM.DELETE.>",
+        "$JS.API.STREAM.PURGE.>",
+        "$JS.API.STREAM.MSG.DELETE.>",
+    ]
+)
 
 
 def _api(verbs: tuple[str, ...]) -> list[str]:
@@ -108,7 +127,11 @@ _OPERATOR_EVENTS = [*_CLIENT_EVENTS, f"hive.task.*.cancel_requested.op.{NAME}"]
 
 TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     "coordinator": {
-        "pub": {"allow": ["hive.>", "hiveapi.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$O.>", "$KV.>", "_INBOX.>"]},
+        "pub": {
+            "allow": with_domain(
+                ["hive.>", "hiveapi.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$O.>", "$KV.>", "_INBOX.>"]
+            )
+        },
         "sub": {"allow": ["hive.>", "hiveapi.>", "$O.>", "_INBOX.>"]},
     },
     "node": {

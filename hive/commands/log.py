@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import msgspec
 import typer
 
-from edge.config import data_dir
+from edge.config import data_dir, resolve
 from events.codec import BadEvent, decode
 from events.subjects import ALL_EVENTS, AUDIT_STREAM, TELEMETRY_STREAM
 from hive import render
@@ -95,10 +95,9 @@ def replay(
     directory = data_dir(data)
 
     async def go() -> int:
-        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
-            report = await replay_and_compare(
-                hive.js, db or directory / "replay.db", live or directory / "coordinator.db"
-            )
+        # the lean reader connects by itself: nats-py's receive path would bound the replay
+        target = resolve(server, "auditor", data, creds=creds, ca=ca)
+        report = await replay_and_compare(target, db or directory / "replay.db", live or directory / "coordinator.db")
         if as_json:
             render.emit_json(msgspec.to_builtins(report))
         else:

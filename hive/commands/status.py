@@ -1,6 +1,7 @@
-"""``hive status``: the cluster at a glance, from the coordinator's own counters: how far it
-has read the log, tasks and nodes by state, and what it refused (rejected events by rule,
-events ignored as stale, failed decision rounds)."""
+"""``hive status``: the cluster at a glance, from the leading coordinator: who leads and who
+stands by, the NATS servers holding the log, how far it has read the log, tasks and nodes
+by state, and what it refused (rejected events by rule, events ignored as stale, failed
+decision rounds)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ from rich.table import Table
 
 from hive import render
 from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
+
+
+def _member(member: dict[str, Any]) -> str:
+    notes = [member["role"]]
+    if not member["current"]:
+        notes.append("behind")
+    if member["lag"]:
+        notes.append(f"lag {member['lag']}")
+    return f"{member['name']} ({', '.join(notes)})"
 
 
 def status_table(stats: dict[str, Any]) -> Table:
@@ -23,6 +33,15 @@ def status_table(stats: dict[str, Any]) -> Table:
             "leader",
             f"{leader['id']} on {leader.get('host') or '?'} pid {leader.get('pid') or '?'}, term {leader['term']}{lag}",
         )
+    for who in stats.get("standbys") or []:
+        table.add_row("standby", f"{who['id']} on {who.get('host') or '?'} pid {who.get('pid') or '?'}")
+    servers = stats.get("servers") or {}
+    members = servers.get("members") or []
+    if members:
+        listed = ", ".join(_member(m) for m in members)
+        table.add_row("servers", f"{listed}; {servers.get('replicas')} replicas")
+    if servers.get("connected"):
+        table.add_row("connected to", f"{servers['connected']} (nats-server {servers.get('version') or '?'})")
     table.add_row("log read to", f"{stats['seq']} (log end at start {stats.get('log_end', '?')})")
     for key, label in (("tasks_by_state", "tasks"), ("nodes_by_state", "nodes")):
         counts = stats.get(key) or {}

@@ -132,6 +132,9 @@ async def test_tables_and_json_reads(nats_server: Server, client: HiveClient) ->
     assert all(n["capacity"]["memory_gb"] == 8 for n in nodes if n["node_id"] in ("alpha", "beta"))
     table = hive(nats_server, "nodes").stdout
     assert "alpha" in table and "TRUST" in table
+    first = json.loads(hive(nats_server, "nodes", "--json", "--limit", "1").stdout)
+    rest = json.loads(hive(nats_server, "nodes", "--json", "--after", first[0]["node_id"]).stdout)
+    assert len(first) == 1 and [n["node_id"] for n in first + rest] == sorted(n["node_id"] for n in nodes)
     tasks = json.loads(hive(nats_server, "tasks", "--json").stdout)
     assert tasks and all("state" in t for t in tasks)
     assert "TASK" in hive(nats_server, "tasks").stdout

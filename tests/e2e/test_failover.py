@@ -77,6 +77,12 @@ async def test_leader_killed_standby_takes_over(fresh_server: Server) -> None:
         async with await HiveClient.connect(fresh_server.url, fresh_server.directory) as client:
             stats = await leader_of(client)
             assert stats["id"] == "coordinator", stats
+            for _ in range(50):  # the standby announces itself within a lease period
+                if [s["id"] for s in stats.get("standbys", [])] == ["coordinator-2"]:
+                    break
+                await asyncio.sleep(0.1)
+                stats = await leader_of(client)
+            assert [s["id"] for s in stats["standbys"]] == ["coordinator-2"], stats
             items = workload(200, 0.05)
             await client.submit_many(items)
             await wait_counts(client, 40)

@@ -102,6 +102,7 @@ class HiveUp:
 
     def start(self) -> HiveUp:
         args = [sys.executable, "-m", "hive", "up", "--data", str(self.data), "--port", str(self.port), "--nodes", "1"]
+        args += ["--web-port", str(free_port())]
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(
                 args, env=self.env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -294,3 +295,32 @@ def test_drained_node_is_not_restarted(hive_up: HiveUp) -> None:
         hive_up.child("node-1")
     hive_up.nodes_answer(20)  # the rest keeps running
     assert hive_up.proc is not None and hive_up.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_sigkill_of_hive_up_takes_its_children_along(hive_up: HiveUp) -> None:
+    """Its children run in sessions of their own, yet none may outlive a SIGKILLed hive up
+    (they hold the ports, and nobody would supervise them)."""
+    hive_up.up()
+    assert hive_up.proc is not None
+    children = psutil.Process(hive_up.proc.pid).children(recursive=True)
+    assert any(c.name() == "nats-server" for c in children), children
+    os.kill(hive_up.proc.pid, signal.SIGKILL)
+    hive_up.proc.wait(10)
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, f"outlived hive up: {[p.cmdline()[:4] for p in alive]}"
+    assert len(gone) == len(children)
+
+
+@pytest.mark.slow
+def test_a_second_signal_while_stopping_still_stops_everything(hive_up: HiveUp) -> None:
+    hive_up.up()
+    assert hive_up.proc is not None
+    children = psutil.Process(hive_up.proc.pid).children(recursive=True)
+    hive_up.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # hive up is stopping its children now
+    hive_up.proc.send_signal(signal.SIGINT)
+    hive_up.proc.wait(30)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left running: {[p.cmdline()[:4] for p in alive]}"
+    assert "stopped" in hive_up.text()

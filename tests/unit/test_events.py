@@ -19,7 +19,7 @@ def test_subjects_put_task_and_node_under_one_prefix() -> None:
     assert subject_for(TaskSubmitted(task_id="t1", spec=TaskSpec(), emitter="client:ann")) == "hive.task.t1.submitted.by.ann"
     assert subject_for(TaskAssigned(task_id="t1", node_id="n1", attempt=1)) == "hive.task.t1.assigned.n1"
     assert subject_for(TaskProgress(task_id="t1", node_id="n1", attempt=1, fraction=0.5)) == "hive.task.t1.progress.n1"
-    assert node_filter("n1") == ["hive.task.*.*.n1", "hive.node.n1.>"]
+    assert node_filter("n1") == ["hive.task.*.*.n1", "hive.node.n1.>", "hive.coordinator.leader_elected"]
 
 
 def test_audit_and_telemetry_subjects_do_not_overlap() -> None:

@@ -112,3 +112,32 @@ def test_a_task_the_node_could_not_start_costs_it_no_trust() -> None:
     state = fold(*events)
     assert state.nodes["n1"].trust == 50 and state.nodes["n1"].failed == 0
     assert all(state.tasks[f"bad{i}"].state == TaskState.FAILED for i in range(20))
+
+
+def test_node_indexes_follow_node_states_and_survive_a_reload() -> None:
+    from events.node import NodeDrainRequested
+
+    state = fold(
+        register("a"),
+        register("b"),
+        register("c"),
+        NodeLost(node_id="b", reason="silent", emitter="coordinator"),
+        NodeDrainRequested(node_id="c", emitter="client:op"),
+    )
+    assert (state.live, state.lost) == ({"a", "c"}, {"b"})
+    assert list(state.node_log) == ["a", "b", "c"]  # registration order, for the scheduler's ranks
+    live, lost = set(state.live), set(state.lost)
+    state.reindex()
+    assert (state.live, state.lost) == (live, lost)
+
+
+def test_the_announced_heartbeat_interval_is_folded_with_the_one_it_replaced() -> None:
+    from events.node import HeartbeatIntervalSet
+
+    state = fold(
+        HeartbeatIntervalSet(interval_s=4.0, nodes=10_000, ts=10.0, emitter="coordinator"),
+        HeartbeatIntervalSet(interval_s=2.0, nodes=5_000, ts=20.0, emitter="coordinator"),
+    )
+    beat = state.heartbeat
+    assert (beat.interval_s, beat.previous_s, beat.since, beat.nodes) == (2.0, 4.0, 20.0, 5_000)
+    assert state.dirty_heartbeat

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import copy
+import random
+
+import msgspec
 import pytest
 
 from coordinator.core import CoordinatorCore, CoreConfig, backoff
-from coordinator.scheduler import AGING_S, Reservation, place
-from events import NodeHeartbeat, Resources, TaskAssigned
-from events.node import NodeLost
+from coordinator.projection import apply
+from coordinator.scheduler import AGING_S, NodeIndex, ReadyIndex, Reservation, eligible, place, queue_key
+from coordinator.state import ClusterState, NodeState
+from events import NodeHeartbeat, Resources, TaskAssigned, TaskSubmitted
+from events.node import NodeLost, NodeTrustReset
 from events.task import TaskReassigned
-from tests.unit.factories import assign, fail, fold, register, submit
+from tests.unit.factories import assign, complete, fail, fold, register, submit
 
 
 def test_places_by_priority_then_fifo_within_slots() -> None:
@@ -125,3 +131,149 @@ def test_an_assignment_a_live_node_never_starts_is_taken_back() -> None:
     core.handle(taken[0])
     again = [d for d in core.decide(now=assigned_at + limit + 1.1) if isinstance(d, TaskAssigned)]
     assert [(a.task_id, a.attempt) for a in again] == [("t", 2)]
+
+
+# -- the node index places exactly as a full scan of every node ----------------------------
+
+
+def _scan_place(
+    state: ClusterState, now: float, reserved: dict[str, Reservation], busy: set[str]
+) -> list[TaskAssigned]:
+    """The placement rule written as the plain scan it was before the node index: every
+    active node considered for every task, the least ``(avoided, load, -free cpu)`` wins,
+    the first registered among equals."""
+    nodes = [n for n in state.nodes.values() if n.state == NodeState.ACTIVE]
+    held = {n.node_id: reserved.setdefault(n.node_id, Reservation()) for n in nodes}
+    free_gpus = {n.node_id: [g for g in n.free_gpus(state.allocations) if g not in held[n.node_id].gpus] for n in nodes}
+    out: list[TaskAssigned] = []
+    for task in sorted((state.tasks[t] for t in state.queue), key=queue_key):
+        if task.not_before > now or task.task_id in busy:
+            continue
+        need = task.spec.resources
+        others = [
+            n
+            for n in nodes
+            if n.node_id != task.avoid_node
+            and eligible(state, n, task)
+            and need.fits_in(n.capacity)
+            and need.gpu <= len(n.gpus)
+        ]
+        avoid = task.avoid_node if task.avoid_node and others else None
+        best, best_key = None, None
+        for n in nodes:
+            h = held[n.node_id]
+            if n.node_id == avoid or not eligible(state, n, task) or n.running + h.count >= n.max_tasks:
+                continue
+            if need.gpu > len(free_gpus[n.node_id]) or not need.fits_in(n.available - h.resources):
+                continue
+            key = (
+                n.node_id == task.avoid_node,
+                (n.running + h.count) / n.max_tasks,
+                -(n.available.cpu - h.resources.cpu),
+            )
+            if best_key is None or key < best_key:
+                best, best_key = n, key
+        if best is None:
+            continue
+        gpus = free_gpus[best.node_id][: need.gpu]
+        free_gpus[best.node_id] = [g for g in free_gpus[best.node_id] if g not in gpus]
+        h = held[best.node_id]
+        h.resources, h.count, h.gpus = h.resources + need, h.count + 1, h.gpus + gpus
+        out.append(TaskAssigned(task_id=task.task_id, node_id=best.node_id, attempt=task.attempt + 1, gpus=gpus))
+    return out
+
+
+def _random_world(rng: random.Random, n_nodes: int) -> list[object]:
+    events: list[object] = []
+    for i in range(n_nodes):
+        events.append(
+            register(
+                f"n{i}",
+                cpu=rng.choice([1, 2, 4, 4, 8]),
+                memory_gb=rng.choice([2, 8, 8, 16]),
+                max_tasks=rng.choice([1, 2, 4]),
+                gpus=rng.choice([0, 0, 0, 1, 2]),
+                executors=rng.choice([("process", "function"), ("process",), ("function",)]),
+            )
+        )
+    return events
+
+
+def _random_task(rng: random.Random, task_id: str) -> TaskSubmitted:
+    return submit(
+        task_id,
+        executor=rng.choice(["process", "process", "function"]),
+        type="noop",
+        resources=Resources(
+            cpu=rng.choice([0, 0, 0.5, 1, 2, 3]), memory_gb=rng.choice([0, 1, 4]), gpu=rng.choice([0, 0, 0, 1])
+        ),
+        priority=rng.choice([0, 0, 1, 5]),
+        min_trust=rng.choice([None, None, None, "medium", "high"]),
+        max_attempts=2,
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_indexed_placement_equals_a_full_scan_over_many_rounds(seed: int) -> None:
+    """Rounds of placement with one long-lived index (as the core keeps it) against the
+    plain scan on the same state, while assignments land, reservations settle, tasks
+    finish, nodes join, are lost, come back, and change trust."""
+    rng = random.Random(seed)
+    state = fold(*_random_world(rng, rng.randint(1, 12)))
+    nodes, ready = NodeIndex(), ReadyIndex()
+    reserved: dict[str, Reservation] = {}
+    inflight: list[TaskAssigned] = []
+    seq, n_tasks, now = 1000, 0, 5000.0
+    for _ in range(25):
+        for _ in range(rng.randint(0, 8)):
+            seq += 1
+            apply(state, _random_task(rng, f"t{n_tasks}"), seq)
+            n_tasks += 1
+        for task in [state.tasks[t] for t in state.queue]:
+            if rng.random() < 0.2:
+                task.avoid_node = rng.choice(list(state.nodes))
+        busy = {a.task_id for a in inflight}
+        expected = _scan_place(state, now, copy.deepcopy(reserved), busy)
+        got = place(state, now, reserved, busy=busy, index=ready, nodes=nodes)
+        assert [(a.task_id, a.node_id, a.gpus) for a in got] == [(a.task_id, a.node_id, a.gpus) for a in expected]
+        inflight += got
+        for a in list(inflight):  # most come back through the log, some expire unseen
+            roll = rng.random()
+            if roll < 0.3:
+                continue
+            if roll < 0.85:
+                seq += 1
+                apply(state, msgspec.structs.replace(a, ts=now), seq)
+            inflight.remove(a)
+            held = reserved[a.node_id]  # what CoordinatorCore._forget does
+            held.resources, held.count = held.resources - a.spec.resources, held.count - 1  # type: ignore[union-attr]
+            held.gpus = [g for g in held.gpus if g not in a.gpus]
+            nodes.touch(a.node_id)
+        for task in [state.tasks[t] for t in list(state.allocations)]:
+            if rng.random() < 0.4:
+                seq += 1
+                apply(state, complete(task.task_id, task.node_id or "", task.attempt), seq)
+        roll = rng.random()
+        node_id = rng.choice(list(state.nodes))
+        seq += 1
+        if roll < 0.1:
+            apply(state, NodeLost(node_id=node_id, reason="silent", emitter="coordinator"), seq)
+        elif roll < 0.2:
+            apply(state, _random_world(rng, len(state.nodes) + 1)[-1], seq)  # a new node
+        elif roll < 0.3 and not state.nodes[node_id].running:
+            apply(state, register(node_id, cpu=rng.choice([2, 8]), max_tasks=rng.choice([1, 3])), seq)
+        elif roll < 0.4:
+            apply(
+                state, NodeTrustReset(node_id=node_id, score=rng.choice([5.0, 60.0, 90.0]), emitter="coordinator"), seq
+            )
+        now += 1.0
+
+
+def test_placement_stops_at_the_limit_and_resumes() -> None:
+    state = fold(register("n1", max_tasks=10), *(submit(f"t{i}") for i in range(5)))
+    reserved: dict[str, Reservation] = {}
+    nodes, ready = NodeIndex(), ReadyIndex()
+    first = place(state, 1000.0, reserved, index=ready, nodes=nodes, limit=2)
+    rest = place(state, 1000.0, reserved, busy={a.task_id for a in first}, index=ready, nodes=nodes, limit=2)
+    assert [a.task_id for a in first] == ["t0", "t1"] and [a.task_id for a in rest] == ["t2", "t3"]
+    assert reserved["n1"].count == 4

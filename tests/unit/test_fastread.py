@@ -1,0 +1,80 @@
+"""The lean reader's frame parser on hand-made frames (the e2e test reads a real server):
+frames split at every byte, status messages answered, a dropped delivery noticed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from edge import fastread
+from edge.config import Target
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.sent = b""
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+
+
+def conn() -> fastread._Conn:
+    c = fastread._Conn(Target("nats://127.0.0.1:1"), None, Writer())  # type: ignore[arg-type]  # no I/O here
+    c.dsid = b"1"
+    return c
+
+
+def delivery(seq: int, cseq: int, pending: int, data: bytes, headers: bool = True) -> bytes:
+    reply = f"$JS.ACK.S.c.1.{seq}.{cseq}.{seq * 1_000_000_000}.{pending}"
+    if not headers:
+        return f"MSG hive.x.{seq} 1 {reply} {len(data)}\r\n".encode() + data + b"\r\n"
+    head = b"NATS/1.0\r\nNats-Msg-Id: m\r\n\r\n"
+    return f"HMSG hive.x.{seq} 1 {reply} {len(head)} {len(head) + len(data)}\r\n".encode() + head + data + b"\r\n"
+
+
+def status(text: str, reply: str = "", extra: str = "") -> bytes:
+    head = f"NATS/1.0 {text}\r\n{extra}\r\n".encode()
+    return f"HMSG _INBOX.u.x.d1 1 {reply} {len(head)} {len(head)}\r\n".replace("  ", " ").encode() + head + b"\r\n"
+
+
+def stream() -> tuple[bytes, list[fastread.Record]]:
+    frames, want = [b"PING\r\n"], []
+    for i in range(1, 8):
+        data = bytes([i]) * (i * 37) + b"\r\n MSG x"  # a payload that looks like frames
+        frames.append(delivery(i, i, 7 - i, data, headers=i % 2 == 0))
+        want.append((i, f"hive.x.{i}", data, float(i)))
+        if i == 3:
+            frames.append(status("100 FlowControl Request", reply="$JS.FC.S.x.1"))
+        if i == 5:
+            frames.append(status("100 Idle Heartbeat", extra="Nats-Consumer-Stalled: $JS.FC.S.y.2\r\n"))
+    return b"".join(frames), want
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 7, 50, 4096])
+def test_frames_split_anywhere(cut: int) -> None:
+    data, want = stream()
+    c = conn()
+    for i in range(0, len(data), cut):
+        c.buf = c.buf[c.pos :] + data[i : i + cut]
+        c.pos = 0
+        c.parse()
+    assert c.out == want
+    assert c.pending == 0 and c.pos == len(c.buf)
+    sent: Any = c.writer.sent  # type: ignore[attr-defined]
+    assert sent == b"PONG\r\nPUB $JS.FC.S.x.1 0\r\n\r\nPUB $JS.FC.S.y.2 0\r\n\r\n"
+
+
+def test_a_dropped_delivery_is_a_gap() -> None:
+    c = conn()
+    c.buf = delivery(1, 1, 5, b"a") + delivery(3, 3, 3, b"c")
+    with pytest.raises(fastread._Gap):
+        c.parse()
+    assert [r[0] for r in c.out] == [1]
+
+
+def test_a_status_that_ends_the_read() -> None:
+    c = conn()
+    c.buf = status("409 Consumer Deleted")
+    with pytest.raises(fastread.HiveError, match="409 Consumer Deleted"):
+        c.parse()
