@@ -21,7 +21,7 @@ from events.subjects import AUDIT_STREAM
 from events.task import TaskAssigned
 from hive.client import HiveClient
 from tests.cluster import Proc, Server, node
-from tests.e2e.test_recovery import assert_replay_matches, completions, wait_counts, workload
+from tests.e2e.test_recovery import assert_exactly_once, assert_replay_matches, completions, wait_counts, workload
 
 pytestmark = pytest.mark.slow
 
@@ -92,8 +92,7 @@ async def test_leader_killed_standby_takes_over(fresh_server: Server) -> None:
             client.last_seq = 0
             await wait_counts(client, len(items))
             counts = await completions(client)
-            bad = [t for t, _ in items if counts[t] != 1]
-            assert not bad, f"{len(bad)} tasks not completed exactly once"
+            assert_exactly_once(counts, items)
             stats = await leader_of(client)
             assert stats["id"] == "coordinator-2" and stats["leader"]["id"] == "coordinator-2", stats
             events = await audit(client)
@@ -129,8 +128,7 @@ async def test_paused_leader_is_fenced(fresh_server: Server) -> None:
             client.last_seq = 0
             await wait_counts(client, len(items))
             counts = await completions(client)
-            bad = [t for t, _ in items if counts[t] != 1]
-            assert not bad, f"{len(bad)} tasks not completed exactly once"
+            assert_exactly_once(counts, items)
             stats = await leader_of(client)
             assert stats["id"] == "coordinator-2", stats
             events = await audit(client)

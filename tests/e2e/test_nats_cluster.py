@@ -17,7 +17,7 @@ from events.subjects import AUDIT_STREAM, RESULTS_BUCKET
 from events.task import TaskCompleted
 from hive.client import HiveClient
 from tests.cluster import Servers, coordinator, node
-from tests.e2e.test_recovery import assert_replay_matches, completions, wait_counts, workload
+from tests.e2e.test_recovery import assert_exactly_once, assert_replay_matches, completions, wait_counts, workload
 
 pytestmark = pytest.mark.slow
 
@@ -86,8 +86,7 @@ async def test_leader_killed_mid_workload(tmp_path: Path, which: str) -> None:
             await wait_counts(client, len(items), timeout=120)
             after = [ts for ts in await completed_at(client) if ts > killed_at]
             counts = await completions(client)
-            bad = {t: counts[t] for t, _ in items if counts[t] != 1}
-            assert not bad, f"{len(bad)} tasks not completed exactly once: {list(bad.items())[:5]}"
+            assert_exactly_once(counts, items)
             new_leader = await servers.leader(AUDIT_STREAM)
             seen_after = await seen
         assert all(p.alive() for p in procs), [p.name for p in procs if not p.alive()]

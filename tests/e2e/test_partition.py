@@ -27,7 +27,7 @@ from hive.client import HiveClient
 from tests import netns
 from tests.cluster import Proc, Server, coordinator, node
 from tests.e2e.test_failover import assert_assigned_once, audit, leader_of, takeover_s
-from tests.e2e.test_recovery import assert_replay_matches, completions, wait_counts, workload
+from tests.e2e.test_recovery import assert_exactly_once, assert_replay_matches, completions, wait_counts, workload
 
 pytestmark = pytest.mark.slow
 
@@ -185,8 +185,7 @@ async def test_leading_coordinator_cut_off(open_server: Server) -> None:
                 await wait_counts(client, len(items))
                 await asyncio.sleep(3.0)  # the old leader is back on the network by now
                 counts = await completions(client)
-                bad = [t for t, _ in items if counts[t] != 1]
-                assert not bad, f"{len(bad)} tasks not completed exactly once"
+                assert_exactly_once(counts, items)
                 stats = await leader_of(client)
                 assert stats["id"] == "coordinator-2", stats
                 events = await audit(client)

@@ -48,6 +48,12 @@ async def wait_counts(client: HiveClient, want: int, state: str = "completed", t
     raise AssertionError(f"only {done} of {want} tasks {state} after {timeout}s")
 
 
+def assert_exactly_once(counts: Counter[str], items: list[tuple[str, TaskSpec]]) -> None:
+    """Each task of ``items`` has one TaskCompleted in the log (``completions``), no more."""
+    bad = {t: counts[t] for t, _ in items if counts[t] != 1}
+    assert not bad, f"{len(bad)} tasks not completed exactly once: {list(bad.items())[:5]}"
+
+
 def workload(n: int, seconds: float) -> list[tuple[str, TaskSpec]]:
     run = time.time_ns()
     spec = TaskSpec(executor="function", type="test_hold", payload={"seconds": seconds}, max_attempts=3)
