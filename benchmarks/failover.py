@@ -31,12 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.throughput import percentile  # noqa: E402
 from events.node import LeaderElected, NodeLost  # noqa: E402
-from events.task import TaskAssigned, TaskSpec  # noqa: E402
+from events.task import TaskSpec  # noqa: E402
 from hive.client import HiveClient  # noqa: E402
 from hive.logs import configure  # noqa: E402
 from tests.cluster import Proc, Server, hive, node  # noqa: E402
-from tests.e2e.test_failover import audit  # noqa: E402
+from tests.e2e.test_failover import assigned_twice, audit, leader_of  # noqa: E402
 from tests.e2e.test_recovery import completions  # noqa: E402
 
 
@@ -44,30 +45,11 @@ def coordinator_proc(server: Server, name: str) -> Proc:
     return Proc(name, ["coordinator", "--id", name], server, "coordinator ready")
 
 
-async def leader(client: HiveClient, not_term: int = -1, timeout: float = 30.0) -> dict[str, Any]:
-    """The leader's stats once one answers (with a term other than ``not_term``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            stats = await client.request("stats", timeout=1)
-            if stats.get("role") == "leader" and stats.get("term") != not_term:
-                return stats
-        except Exception:
-            pass
-        await asyncio.sleep(0.05)
-    raise RuntimeError("no leader answered")
-
-
 async def completed(client: HiveClient) -> int:
     try:
         return len(await client.tasks(state="completed"))
     except Exception:
         return -1
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def run(kills: int, tasks: int, hold_s: float, directory: Path) -> dict[str, Any]:
@@ -80,7 +62,7 @@ async def run(kills: int, tasks: int, hold_s: float, directory: Path) -> dict[st
         for proc in nodes:
             proc.start()
         async with await HiveClient.connect(server.url, server.directory) as client:
-            stats = await leader(client)
+            stats = await leader_of(client, timeout=30)
             spec = TaskSpec(executor="function", type="test_hold", payload={"seconds": hold_s}, max_attempts=3)
             run_id = time.time_ns()
             items = [(f"fo-{run_id}-{i}", spec) for i in range(tasks)]
@@ -91,7 +73,7 @@ async def run(kills: int, tasks: int, hold_s: float, directory: Path) -> dict[st
                 name, term = stats["id"], stats["term"]
                 killed_at = time.time()
                 coords[name].kill9()
-                stats = await leader(client, not_term=term)
+                stats = await leader_of(client, other_than=term, timeout=30)
                 faults.append((killed_at, stats["term"]))
                 coords[name].start()  # back as a standby
                 done = await completed(client)
@@ -111,14 +93,6 @@ async def run(kills: int, tasks: int, hold_s: float, directory: Path) -> dict[st
                 first[term] = e.ts  # type: ignore[attr-defined]
         election = [elected[t] - at for at, t in faults if t in elected]
         takeover = [first[t] - at for at, t in faults if t in first]
-        # decisions the projection applied twice: an assignment of one task+attempt in force twice
-        term, seen, twice = 0, set(), 0
-        for _, e in events:
-            if isinstance(e, LeaderElected):
-                term = max(term, e.term)
-            elif isinstance(e, TaskAssigned) and not (term and e.term < term):
-                twice += (e.task_id, e.attempt) in seen
-                seen.add((e.task_id, e.attempt))
         lost = sum(1 for _, e in events if isinstance(e, NodeLost))
         replay = json.loads(hive(server, "replay", "--json", timeout=300).stdout)
         return {
@@ -127,10 +101,10 @@ async def run(kills: int, tasks: int, hold_s: float, directory: Path) -> dict[st
             "election_p50_s": round(statistics.median(election), 3),
             "election_max_s": round(max(election), 3),
             "takeover_p50_s": round(statistics.median(takeover), 3),
-            "takeover_p90_s": round(percentile(takeover, 0.9), 3),
+            "takeover_p90_s": round(percentile(takeover, 90), 3),
             "takeover_max_s": round(max(takeover), 3),
             "exactly_once": sum(1 for t, _ in items if counts[t] == 1),
-            "assigned_twice": twice,
+            "assigned_twice": len(assigned_twice(events)),
             "node_lost": lost,
             "replay_matches": bool(replay.get("matches")),
             "events": len(events),

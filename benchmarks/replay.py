@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.throughput import wait_until_ready  # noqa: E402
 from coordinator.replay import ReplayReport, rebuild, replay_and_compare  # noqa: E402
 from edge import fastread  # noqa: E402
 from edge.bus import delivery  # noqa: E402
@@ -65,11 +66,7 @@ async def build(server: Server, events: int) -> None:
         proc.start(wait=False)
     try:
         async with await HiveClient.connect(server.url, server.directory) as client:
-            deadline = time.monotonic() + 60
-            while len([n for n in await _nodes(client) if n["state"] == "active"]) < 2:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the nodes did not come up")
-                await asyncio.sleep(0.2)
+            await wait_until_ready(client, 2, timeout=60)
             batch = 0
             started = time.monotonic()
             while (end := await log_end(client)) < events:
@@ -88,13 +85,6 @@ async def build(server: Server, events: int) -> None:
     finally:
         for proc in reversed(procs):
             proc.stop(timeout=30.0)
-
-
-async def _nodes(client: HiveClient) -> list[dict[str, Any]]:
-    try:
-        return await client.nodes()
-    except Exception:
-        return []
 
 
 async def lean_ceiling(target: Target, per_message: bool = False) -> tuple[int, float]:

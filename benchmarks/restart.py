@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
 
 import psutil  # noqa: E402
 
+from benchmarks.throughput import wait_until_ready  # noqa: E402
 from events.task import TaskSpec  # noqa: E402
 from hive.client import HiveClient  # noqa: E402
 from hive.logs import configure  # noqa: E402
@@ -35,8 +36,7 @@ BATCH = 10_000
 
 async def fill(server: Server, tasks: int) -> float:
     async with await HiveClient.connect(server.url, server.directory) as client:
-        while len([n for n in await client.nodes() if n["state"] == "active"]) < 2:
-            await asyncio.sleep(0.2)
+        await wait_until_ready(client, 2)
         started = time.monotonic()
         for first in range(0, tasks, BATCH):
             size = min(BATCH, tasks - first)

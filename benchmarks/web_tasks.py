@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 
+from benchmarks.throughput import wait_until_ready  # noqa: E402
 from events.task import TaskSpec  # noqa: E402
 from hive.client import HiveClient  # noqa: E402
 from hive.logs import configure  # noqa: E402
@@ -94,8 +95,7 @@ async def run(tasks: int, directory: Path) -> dict[str, Any]:
         for proc in procs:
             proc.start(wait=False)
         async with await HiveClient.connect(server.url, server.directory) as client:
-            while len([n for n in await _nodes(client) if n["state"] == "active"]) < 2:
-                await asyncio.sleep(0.2)
+            await wait_until_ready(client, 2)
             await fill(client, tasks)
             site.start(timeout=60)
             headers = {"Authorization": f"Bearer {tokens['operator']}"}
@@ -105,13 +105,6 @@ async def run(tasks: int, directory: Path) -> dict[str, Any]:
         for proc in (site, *reversed(procs)):
             proc.stop(timeout=30)
         server.stop()
-
-
-async def _nodes(client: HiveClient) -> list[dict[str, Any]]:
-    try:
-        return await client.nodes()
-    except Exception:
-        return []
 
 
 def main() -> None:
