@@ -80,15 +80,19 @@ class OperatorServer:
             self.proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorServer]:
-    directory = tmp_path_factory.mktemp("opmode")
-    creds = {name: auth.issue_user(directory / "auth", role, name) for name, role in USERS.items()}
+def operator_server(directory: Path, users: dict[str, str]) -> Iterator[OperatorServer]:
+    """A started ``OperatorServer`` with a credential for each user (name -> role)."""
+    creds = {name: auth.issue_user(directory / "auth", role, name) for name, role in users.items()}
     srv = OperatorServer(directory, free_port(), creds, directory / "nats.conf")
     srv.write_conf(srv.conf)
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorServer]:
+    yield from operator_server(tmp_path_factory.mktemp("opmode"), USERS)
 
 
 @dataclass

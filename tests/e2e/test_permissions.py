@@ -31,12 +31,10 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
-import edge.auth as auth
 from edge.auth import matrix, roles
 from edge.auth.matrix import FAMILIES, ROLES, Family
 from events.subjects import COORDINATOR_VERBS, NODE_VERBS, TASK_VERBS
-from hive.server import free_port
-from tests.e2e.test_operator_mode import Conn, OperatorServer, connect
+from tests.e2e.test_operator_mode import Conn, OperatorServer, connect, operator_server
 
 # one user per role; names must differ (the registry is keyed by name), so the families'
 # own-name token is replaced by each user's name (Family.subject_as)
@@ -140,13 +138,7 @@ def test_templates_agree_with_the_spec() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorServer]:
-    directory = tmp_path_factory.mktemp("permissions")
-    creds = {name: auth.issue_user(directory / "auth", role, name) for role, name in USERS.items()}
-    srv = OperatorServer(directory, free_port(), creds, directory / "nats.conf")
-    srv.write_conf(srv.conf)
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from operator_server(tmp_path_factory.mktemp("permissions"), {name: role for role, name in USERS.items()})
 
 
 @pytest.fixture(scope="module")
