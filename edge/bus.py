@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from edge.auth.jwt import read_creds
 from edge.config import Target
@@ -273,6 +273,13 @@ def delivery(msg: Msg) -> tuple[int, int, float]:
 MsgHandler = Callable[[Msg], Awaitable[None]]
 
 
+# How long reading the log waits for a JetStream that does not answer: a cluster electing
+# its meta leader leaves API requests unanswered (or 503) for seconds; a coordinator
+# starting then, or a replay, waits it out instead of failing.
+JS_API_WAIT_S = 60.0
+UNAVAILABLE = (*TRANSIENT, ServiceUnavailableError, nats.errors.NoRespondersError)
+
+
 async def follow(
     js: JetStreamContext,
     stream: str,
@@ -282,23 +289,33 @@ async def follow(
     start_seq: int = 1,
 ) -> Any:
     """An ordered push consumer from ``start_seq``: no acks, gap-free, recreated by the
-    client after a server restart. Resuming position is the caller's job (a checkpoint)."""
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else DeliverPolicy.ALL,
-        opt_start_seq=start_seq if start_seq > 1 else None,
-        filter_subjects=filters if filters and len(filters) > 1 else None,
-        max_ack_pending=-1,
-    )
-    subject = filters[0] if filters and len(filters) == 1 else ">"
-    if filters and len(filters) > 1:
-        subject = filters[0]
-    return await js.subscribe(
-        subject,
-        stream=stream,
-        cb=handler,
-        ordered_consumer=True,
-        config=config,
-        idle_heartbeat=2.0,
-        pending_msgs_limit=-1,
-        pending_bytes_limit=-1,
-    )
+    client after a server restart. Resuming position is the caller's job (a checkpoint).
+    Creating it is retried while JetStream does not answer (see ``JS_API_WAIT_S``)."""
+    subject = filters[0] if filters else ">"
+    deadline = asyncio.get_running_loop().time() + JS_API_WAIT_S
+    warned = False
+    while True:
+        config = ConsumerConfig(  # fresh each try: nats-py fills in the one it is given
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else DeliverPolicy.ALL,
+            opt_start_seq=start_seq if start_seq > 1 else None,
+            filter_subjects=filters if filters and len(filters) > 1 else None,
+            max_ack_pending=-1,
+        )
+        try:
+            return await js.subscribe(
+                subject,
+                stream=stream,
+                cb=handler,
+                ordered_consumer=True,
+                config=config,
+                idle_heartbeat=2.0,
+                pending_msgs_limit=-1,
+                pending_bytes_limit=-1,
+            )
+        except UNAVAILABLE as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            if not warned:
+                log.warning("jetstream did not answer; retrying", stream=stream, error=type(exc).__name__)
+                warned = True
+            await asyncio.sleep(0.5)
