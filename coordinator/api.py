@@ -133,11 +133,36 @@ class Api:
             after, offset, limit = (int(body.get(k) or 0) for k in ("after", "offset", "limit"))
             if min(after, offset, limit) < 0:
                 raise ApiError("after, offset and limit must not be negative")
-            return views.task_page(self.state, self.coordinator.changed, after, offset, limit, self.coordinator.epoch)
-        return views.list_tasks(self.state, body.get("state"), int(body.get("limit", 0)))
+            return await self._task_page(after, offset, limit)
+        wanted, limit = body.get("state"), int(body.get("limit", 0))
+        stored = None
+        if self.state.finished:  # evicted tasks are read from their rows
+            store = self.coordinator.store
+            newest = limit + len(self.state.tasks) if limit > 0 else -1  # enough rows for the last `limit`
+            stored = await store.task_rows(str(wanted) if wanted else None, limit=newest, newest=limit > 0)
+        return views.list_tasks(self.state, wanted, limit, stored)
+
+    async def _task_page(self, after: int, offset: int, limit: int) -> dict[str, Any]:
+        state, changed, epoch = self.state, self.coordinator.changed, self.coordinator.epoch
+        if 0 < after < self.coordinator.changed_floor:  # forgotten: the reader starts again (no epoch)
+            return {"seq": state.seq, "epoch": "", "total": 0, "tasks": []}
+        if not state.finished:
+            return views.task_page(state, changed, after, offset, limit, epoch)
+        store = self.coordinator.store
+        if after > 0:
+            evicted = [t for t in views.changed_since(changed, after) if t in state.finished]
+            stored = await store.tasks_by_id(evicted)
+            return views.task_page(state, changed, after, offset, limit, epoch, stored)
+        count, last_order = await store.task_count()
+        page_size = max(1, min(limit or views.PAGE_MAX, views.PAGE_MAX))
+        page = await store.task_rows(offset=offset, limit=page_size) if offset < count else []
+        return views.stored_page(state, page, count, last_order, offset, page_size, epoch)
 
     async def task(self, body: dict[str, Any]) -> Any:
-        task = self.state.tasks.get(str(body.get("task_id")))
+        task_id = str(body.get("task_id"))
+        task = self.state.tasks.get(task_id)
+        if task is None and task_id in self.state.finished:
+            task = (await self.coordinator.store.tasks_by_id([task_id])).get(task_id)
         if task is None:
             raise ApiError(f"unknown task {body.get('task_id')}")
         return views.task_detail(task)
@@ -151,7 +176,7 @@ class Api:
 
     async def validate(self, body: dict[str, Any]) -> Any:
         batch = [(str(t["task_id"]), [str(d) for d in t.get("after", [])]) for t in body.get("tasks", [])]
-        error = check_dependencies(self.state.tasks, batch)
+        error = check_dependencies(self.state, batch)
         if error:
             raise ApiError(error)
         return {"valid": True}
@@ -238,7 +263,7 @@ class Api:
         """The request an operator answers: by id, or the task's newest unanswered one."""
         wanted = body.get("request_id")
         task_id = str(body.get("task_id"))
-        if task_id not in self.state.tasks:
+        if not self.state.known(task_id):
             raise ApiError(f"unknown task {task_id}")
         waiting = [
             r

@@ -3,10 +3,10 @@ batch of submissions must not form a cycle. Pure; the API answers with its verdi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 
 
-def check_dependencies(known: Mapping[str, object], batch: Sequence[tuple[str, Sequence[str]]]) -> str | None:
+def check_dependencies(known: Container[str], batch: Sequence[tuple[str, Sequence[str]]]) -> str | None:
     """``batch`` is (task_id, after) pairs about to be submitted. Returns an error or None."""
     new = {}
     for task_id, after in batch:

@@ -189,10 +189,10 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         o, c = self.o, self.o.coordinator
         state = c.core.state
-        by_state = Counter(t.state for t in state.tasks.values())
+        by_state = state.counts()
         tasks = GaugeMetricFamily("hive_tasks", "Tasks by state", labels=["state"])
         for s in TaskState:
-            tasks.add_metric([s.value], by_state.get(s, 0))
+            tasks.add_metric([s.value], by_state.get(s.value, 0))
         yield tasks
         yield _gauge("hive_queue_depth", "Tasks ready and waiting for a node (state queued)", len(state.queue))
         nodes_by_state = Counter(n.state for n in state.nodes.values())

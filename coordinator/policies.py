@@ -77,13 +77,14 @@ def help_answer(
             return [_guidance(request, "retry", f"retry on another node: {request.problem}", emitter)]
         return [_guidance(request, "skip", f"skipped: {request.problem}", emitter)]
     if rule == "wait_for_dependency":
-        dep = state.tasks.get(request.details.strip())
-        if dep is None:
+        dep_id = request.details.strip()
+        dep_state = state.state_of(dep_id)
+        if dep_state is None:
             return [_guidance(request, "fail", f"unknown dependency in: {request.problem}", emitter)]
-        if dep.state == TaskState.COMPLETED:
-            return [_guidance(request, "continue", f"dependency {dep.task_id} completed", emitter)]
-        if dep.state in (TaskState.FAILED, TaskState.CANCELLED):
-            return [_guidance(request, "fail", f"dependency {dep.task_id} {dep.state}", emitter)]
+        if dep_state == TaskState.COMPLETED:
+            return [_guidance(request, "continue", f"dependency {dep_id} completed", emitter)]
+        if dep_state in (TaskState.FAILED, TaskState.CANCELLED):
+            return [_guidance(request, "fail", f"dependency {dep_id} {dep_state}", emitter)]
         return []  # keep waiting: asked again on every decision round
     if rule in ("retry", "skip", "fail", "continue"):
         return [_guidance(request, rule, request.problem, emitter)]  # type: ignore[arg-type]

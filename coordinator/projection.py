@@ -120,9 +120,9 @@ def _move(state: ClusterState, task: TaskView, new: TaskState, ts: float) -> boo
 
 def _settle_dependents(state: ClusterState, task: TaskView) -> None:
     for dep_id in state.dependents.get(task.task_id, ()):
-        dependent = state.tasks[dep_id]
-        if dependent.state != TaskState.PENDING:
-            continue
+        dependent = state.tasks.get(dep_id)
+        if dependent is None or dependent.state != TaskState.PENDING:
+            continue  # (None: evicted, so finished)
         if task.state == TaskState.COMPLETED:
             dependent.waiting_on = [d for d in dependent.waiting_on if d != task.task_id]
             state.dirty_tasks.add(dep_id)
@@ -149,7 +149,7 @@ def _current(state: ClusterState, task_id: str, node_id: str | None, attempt: in
     """The task, if this report belongs to its live attempt (the fencing rule). A report of
     a superseded attempt from the node it ran on is ignored (a late ack, a node back from a
     partition); one about an attempt that node was never given is implausible."""
-    task = state.tasks.get(task_id)
+    task = state.task(task_id)
     if task is None:
         raise Implausible(f"report on unknown task {task_id}")
     ran_on = task.attempt_node(attempt)
@@ -174,7 +174,7 @@ def _trust(state: ClusterState, node_id: str, delta: float, seq: int, task_id: s
 
 @_apply.register
 def _(event: TaskSubmitted, state: ClusterState, seq: int) -> None:
-    if event.task_id in state.tasks:
+    if state.known(event.task_id):
         state.ignored += 1
         return
     task = TaskView(
@@ -191,18 +191,18 @@ def _(event: TaskSubmitted, state: ClusterState, seq: int) -> None:
     state.dirty_tasks.add(task.task_id)
     waiting = []
     for dep in dict.fromkeys(event.spec.after):
-        dep_view = state.tasks.get(dep)
-        if dep_view is None:
+        dep_state = state.state_of(dep)
+        if dep_state is None:
             # kept in waiting_on, so a reload (reindex) finds it doomed again
             waiting.append(dep)
             state.doomed[task.task_id] = f"unknown dependency {dep}"
             continue
         state.dependents.setdefault(dep, set()).add(task.task_id)
-        if dep_view.state == TaskState.COMPLETED:
+        if dep_state == TaskState.COMPLETED:
             continue
         waiting.append(dep)
-        if dep_view.state in TERMINAL:
-            state.doomed[task.task_id] = f"dependency {dep} {dep_view.state}"
+        if dep_state in TERMINAL:
+            state.doomed[task.task_id] = f"dependency {dep} {dep_state}"
     task.waiting_on = waiting
     if not waiting and task.task_id not in state.doomed:
         _move(state, task, TaskState.QUEUED, event.ts)
@@ -288,7 +288,7 @@ def _user(event: Event) -> str | None:
 
 @_apply.register
 def _(event: TaskCancelRequested, state: ClusterState, seq: int) -> None:
-    task = state.tasks.get(event.task_id)
+    task = state.task(event.task_id)  # a finished one too: whose it is decides the rejection
     user = _user(event)
     if task is not None and not event.as_operator and task.submitted_by not in (None, user):
         raise Forbidden(f"{user} may cancel only their own tasks ({task.task_id} is {task.submitted_by}'s)")

@@ -61,7 +61,7 @@ def _answer(state: ClusterState, request_id: str | None, answer: str, final: boo
 def _(event: GuidanceGiven, state: ClusterState, seq: int) -> None:
     final = event.action not in WAITING_ACTIONS
     request = _answer(state, event.request_id, f"{event.action}: {event.message}".strip(": "), final)
-    task = state.tasks.get(event.task_id)
+    task = state.task(event.task_id) if request is not None and final else None
     if task is None or request is None or not final:
         return
     if task.blocked_on == request.request_id:

@@ -63,8 +63,8 @@ class ReadyIndex:
             self.synced = True
         else:
             for task_id in state.queue_log:
-                task = state.tasks[task_id]
-                if task.state == TaskState.QUEUED:
+                task = state.tasks.get(task_id)  # None: finished since, and evicted
+                if task is not None and task.state == TaskState.QUEUED:
                     insort(self.entries, (*queue_key(task), task_id))
         state.queue_log.clear()
 
@@ -72,8 +72,8 @@ class ReadyIndex:
         stale = 0
         yielded: set[str] = set()  # a task requeued with an equal key has two equal entries
         for key0, key1, task_id in self.entries:
-            task = state.tasks[task_id]
-            if task_id in yielded or task_id not in state.queue or queue_key(task) != (key0, key1):
+            task = state.tasks.get(task_id)
+            if task is None or task_id in yielded or task_id not in state.queue or queue_key(task) != (key0, key1):
                 stale += 1
                 continue
             yielded.add(task_id)

@@ -4,12 +4,14 @@ One loop: take the messages the ordered consumer delivered since last time, deco
 fold them into the core, write the dirty rows plus the checkpoint in one SQLite
 transaction, then (once caught up with the log) ask the core for decisions and publish
 them pipelined. Heartbeats arrive on core NATS and only feed liveness. Queries are
-answered from memory over request-reply (``hiveapi.*``).
+answered from memory over request-reply (``hiveapi.*``), and from the rows for the
+finished tasks evicted from memory (``keep_finished`` of them stay).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from collections import Counter
@@ -26,8 +28,8 @@ from coordinator.intake import Rejection, RejectLog, take
 from coordinator.lease import LeaseKeeper, Role, me
 from coordinator.looplag import LoopLag
 from coordinator.policies import DEFAULT, PolicyConfig
-from coordinator.state import ClusterState, TrustPolicy
-from coordinator.store import ProjectionStore
+from coordinator.state import TERMINAL, ClusterState, TrustPolicy
+from coordinator.store import ProjectionStore, RowReader
 from edge.bus import Publisher, connect, delivery, follow
 from edge.config import Target
 from events.base import Event
@@ -40,6 +42,9 @@ log = structlog.get_logger("hive.coordinator")
 
 FLUSH_S = 0.05
 FLUSH_EVENTS = 5000
+# finished tasks whose views stay in memory, newest first; older ones live in their rows
+KEEP_FINISHED = 10_000
+CHANGED_MAX = 200_000  # task changes `tasks` since a position remembers (the web's updates)
 
 
 class Coordinator:
@@ -54,7 +59,9 @@ class Coordinator:
         lease_s: float | None = None,
         http_port: int | None = None,
         policy: PolicyConfig = DEFAULT,
+        keep_finished: int = KEEP_FINISHED,
     ) -> None:
+        self.keep_finished = keep_finished
         self.policy = policy  # how requests are answered (coordinator.policies)
         self.http_port = http_port  # /health and /metrics (coordinator/observe.py); None: off
         # lease_s None: the lone coordinator of old (no election, no terms); a number: run the
@@ -64,7 +71,10 @@ class Coordinator:
         self.term = 0  # while leading: the term every decision carries; 0 as a standby
         self.keeper: LeaseKeeper | None = None
         self.epoch = f"{coordinator_id}-{os.getpid()}-{time.time_ns()}"  # this run, for readers of `changed`
-        self.changed: dict[str, int] = {}  # task -> log position of its last flushed change (coordinator.views.task_page)
+        self.changed_floor = 0  # `changed` forgot the positions up to here (CHANGED_MAX)
+        self.changed: dict[
+            str, int
+        ] = {}  # task -> log position of its last flushed change (coordinator.views.task_page)
         self.announced_at = float("-inf")  # a standby's last "I am here" (LeaseKeeper.announce)
         self.api: Api | None = None
         self.target = target
@@ -100,6 +110,8 @@ class Coordinator:
             store = await ProjectionStore.open(self.db_path)
             state = await store.load(ClusterState())
         self.rejects = RejectLog(await store.rejected_by_rule())
+        reader = RowReader(self.db_path)
+        state.load_task = reader
         self.core = CoordinatorCore(state, self.config, self.policy)
         self.fold = self.core.handle  # observe.serve wraps it to time placements
         self.store = store
@@ -147,6 +159,7 @@ class Coordinator:
                 log.info("stepped down (stopping)", term=self.term)
             if self.unflushed:
                 await store.flush(self.core.state)
+            reader.close()
             await store.close()
             await nc.close()
 
@@ -247,11 +260,19 @@ class Coordinator:
         if self.unflushed and (self.unflushed >= FLUSH_EVENTS or time.monotonic() - self.flushed_at >= FLUSH_S):
             # batching rows across loop rounds: each task's row is written once per flush,
             # not once per event; a crash loses only what replay from the checkpoint restores
+            finished = []
             for task_id in state.dirty_tasks:  # oldest change first: `tasks` since a position is a suffix
                 self.changed.pop(task_id, None)
                 self.changed[task_id] = state.seq
+                if state.tasks[task_id].state in TERMINAL:
+                    finished.append(task_id)
+            if len(self.changed) > CHANGED_MAX:  # bounded: a reader from before is told to start again
+                for task_id in list(itertools.islice(self.changed, len(self.changed) - CHANGED_MAX // 2)):
+                    self.changed_floor = max(self.changed_floor, self.changed.pop(task_id))
             await self.store.flush(state)
             self.unflushed, self.flushed_at = 0, time.monotonic()
+            state.finished_order.extend(finished)  # flushed now, so they may leave memory
+            state.evict(self.keep_finished)
         if state.seq < self.caught_up_to:
             return  # decide only on a state that has seen the whole log
         if self.keeper is None:
@@ -319,10 +340,17 @@ class Coordinator:
             "term": self.term,
             "leader": None
             if leader is None
-            else {"id": leader.coordinator_id, "term": leader.term, "since": leader.since, "host": leader.host, "pid": leader.pid},
+            else {
+                "id": leader.coordinator_id,
+                "term": leader.term,
+                "since": leader.since,
+                "host": leader.host,
+                "pid": leader.pid,
+            },
             "seq": state.seq,
             "log_end": self.caught_up_to,
-            "tasks_by_state": dict(Counter(t.state.value for t in state.tasks.values())),
+            "tasks_by_state": dict(state.counts()),
+            "tasks_in_memory": len(state.tasks),
             "nodes_by_state": dict(Counter(n.state.value for n in state.nodes.values())),
             "rejected": sum(self.rejects.total.values()),
             "rejected_by_rule": dict(self.rejects.total),

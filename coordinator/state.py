@@ -5,10 +5,17 @@ allocated to running attempts, and the open help/resource requests. It is change
 ``coordinator.projection.apply`` (a fold over the event log), so a rebuild from sequence 0
 gives the same state. Derived indexes (the ready queue, the reverse dependency map) are
 rebuilt from the views after a load.
+
+Finished tasks do not stay in memory: a coordinator evicts (``evict``) the views of terminal
+tasks whose rows are flushed, keeping only their ids and states (``finished``), and the
+fold faults a view back in from its row when an event needs it (``task``), so the fold
+decides alike whether a view was in memory or not.
 """
 
 from __future__ import annotations
 
+from collections import Counter, deque
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -205,7 +212,13 @@ class HeartbeatView(msgspec.Struct, kw_only=True):
 class ClusterState:
     def __init__(self, trust: TrustPolicy | None = None) -> None:
         self.trust = trust or TrustPolicy()
-        self.tasks: dict[str, TaskView] = {}
+        self.tasks: dict[str, TaskView] = {}  # every task not evicted
+        # evicted: terminal tasks whose views are only in their rows, by id; ``load_task``
+        # reads such a row back (None: nothing is ever evicted, as in a replay)
+        self.finished: dict[str, TaskState] = {}
+        self.finished_counts: Counter[TaskState] = Counter()
+        self.finished_order: deque[str] = deque()  # terminal, flushed, still in memory: oldest first
+        self.load_task: Callable[[str], TaskView | None] | None = None
         self.nodes: dict[str, NodeView] = {}
         self.allocations: dict[str, Allocation] = {}
         self.requests: dict[str, OpenRequest] = {}
@@ -241,6 +254,57 @@ class ClusterState:
         self.heartbeat = HeartbeatView()
         self.dirty_heartbeat = False
 
+    # -- tasks in memory or evicted ---------------------------------------------------
+
+    def task(self, task_id: str) -> TaskView | None:
+        """The task's view, read back into memory if it was evicted."""
+        task = self.tasks.get(task_id)
+        if task is None and task_id in self.finished and self.load_task is not None:
+            task = self.load_task(task_id)
+            if task is not None:
+                self.finished_counts[self.finished.pop(task_id)] -= 1
+                self.tasks[task_id] = task
+                self.finished_order.append(task_id)  # evicted again in its turn
+        return task
+
+    def state_of(self, task_id: str) -> TaskState | None:
+        task = self.tasks.get(task_id)
+        return task.state if task is not None else self.finished.get(task_id)
+
+    def known(self, task_id: str) -> bool:
+        return task_id in self.tasks or task_id in self.finished
+
+    def __contains__(self, task_id: object) -> bool:  # `task_id in state`: coordinator.dag
+        return isinstance(task_id, str) and self.known(task_id)
+
+    def counts(self) -> Counter[str]:
+        """Tasks by state, evicted ones included."""
+        counts = Counter(t.state.value for t in self.tasks.values())
+        for state, n in self.finished_counts.items():
+            if n:
+                counts[state.value] += n
+        return counts
+
+    def evict(self, keep: int) -> int:
+        """Drop the views of the oldest finished tasks beyond ``keep`` (their rows are
+        flushed: only those reach ``finished_order``). Returns how many were dropped."""
+        dropped = 0
+        order = self.finished_order
+        while len(order) > keep:
+            task_id = order.popleft()
+            task = self.tasks.get(task_id)
+            if task is None or task.state not in TERMINAL:
+                continue
+            if task_id in self.dirty_tasks:  # changed again since (a late cancel, say): next time
+                order.append(task_id)
+                break
+            del self.tasks[task_id]
+            self.finished[task_id] = task.state
+            self.finished_counts[task.state] += 1
+            self.dependents.pop(task_id, None)  # settled when it finished; never read again
+            dropped += 1
+        return dropped
+
     def reindex(self) -> None:
         """Rebuild the derived indexes from the views (after loading from SQLite)."""
         self.queue = {t.task_id for t in self.tasks.values() if t.state == TaskState.QUEUED}
@@ -261,15 +325,15 @@ class ClusterState:
         self.doomed = {}
         for task in self.tasks.values():
             for dep in task.waiting_on:
-                dep_view = self.tasks.get(dep)
-                if dep_view is None:
+                dep_state = self.state_of(dep)
+                if dep_state is None:
                     if task.state == TaskState.PENDING:
                         self.doomed[task.task_id] = f"unknown dependency {dep}"
                     continue
                 self.dependents.setdefault(dep, set()).add(task.task_id)
-                if task.state == TaskState.PENDING and dep_view.state in (TaskState.FAILED, TaskState.CANCELLED):
-                    self.doomed[task.task_id] = f"dependency {dep} {dep_view.state}"
-        self.next_order = max((t.order for t in self.tasks.values()), default=-1) + 1
+                if task.state == TaskState.PENDING and dep_state in (TaskState.FAILED, TaskState.CANCELLED):
+                    self.doomed[task.task_id] = f"dependency {dep} {dep_state}"
+        self.next_order = max(self.next_order, max((t.order for t in self.tasks.values()), default=-1) + 1)
         self.live = {n.node_id for n in self.nodes.values() if n.state in LIVE}
         self.lost = {n.node_id for n in self.nodes.values() if n.state == NodeState.LOST}
         self.node_log = dict.fromkeys(self.nodes)

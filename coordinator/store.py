@@ -4,11 +4,18 @@ Each flush writes the rows the projection marked dirty and the stream sequence r
 in one transaction, so after a crash the tables and the checkpoint agree and the
 coordinator resumes from ``checkpoint + 1``. Rows hold queryable columns plus the whole
 view as JSON, which is what a load decodes.
+
+A load decodes only the tasks not finished: the finished ones (most of a long history)
+are known by id and state, and read from their rows when wanted (``ClusterState.task``,
+and the API's lists through ``tasks_by_id``/``task_rows``), so a restart does not grow
+with the history.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import aiosqlite
@@ -21,6 +28,7 @@ from coordinator.state import (
     LeaderView,
     NodeView,
     OpenRequest,
+    TaskState,
     TaskView,
     TrustPolicy,
 )
@@ -30,7 +38,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, state TEXT NOT NULL, priority INTEGER NOT NULL,
     executor TEXT NOT NULL, node_id TEXT, attempt INTEGER NOT NULL,
-    submitted_at REAL NOT NULL, updated_at REAL NOT NULL, data BLOB NOT NULL);
+    submitted_at REAL NOT NULL, updated_at REAL NOT NULL, data BLOB NOT NULL, ord INTEGER);
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY, state TEXT NOT NULL, trust REAL NOT NULL,
@@ -57,6 +65,11 @@ COMPARED_TABLES = ("tasks", "nodes", "allocations", "requests", "trust_changes",
 PROJECTION = "coordinator"
 
 _enc = msgspec.json.Encoder()
+_dec_task = msgspec.json.Decoder(TaskView)
+FINISHED_STATES = tuple(s.value for s in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED))
+_FINISHED_SQL = "(" + ",".join(f"'{s}'" for s in FINISHED_STATES) + ")"
+_STATES = {s.value: s for s in TaskState}
+_IN_CHUNK = 500  # ids per `IN (...)`: under SQLite's variable limit
 
 
 class ProjectionStore:
@@ -66,7 +79,13 @@ class ProjectionStore:
 
     @classmethod
     async def open(cls, path: str | Path) -> ProjectionStore:
-        return cls(await open_projection(path, SCHEMA))
+        db = await open_projection(path, SCHEMA)
+        try:
+            await _add_order_column(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
 
     async def close(self) -> None:
         await self.db.close()
@@ -75,10 +94,18 @@ class ProjectionStore:
         dec_task = msgspec.json.Decoder(TaskView)
         dec_node = msgspec.json.Decoder(NodeView)
         dec_req = msgspec.json.Decoder(OpenRequest)
-        async with self.db.execute("SELECT data FROM tasks") as cur:
+        async with self.db.execute(f"SELECT data FROM tasks WHERE state NOT IN {_FINISHED_SQL} ORDER BY ord") as cur:
             for (data,) in await cur.fetchall():
                 task = dec_task.decode(data)
                 state.tasks[task.task_id] = task
+        async with self.db.execute(f"SELECT task_id, state FROM tasks WHERE state IN {_FINISHED_SQL}") as cur:
+            finished = state.finished
+            for task_id, value in await cur.fetchall():
+                finished[task_id] = _STATES[value]
+        state.finished_counts = Counter(state.finished.values())
+        async with self.db.execute("SELECT max(ord) FROM tasks") as cur:
+            row = await cur.fetchone()
+        state.next_order = max(state.next_order, (row[0] if row and row[0] is not None else -1) + 1)
         async with self.db.execute("SELECT data FROM nodes") as cur:
             for (data,) in await cur.fetchall():
                 node = dec_node.decode(data)
@@ -140,7 +167,7 @@ class ProjectionStore:
         tasks = [state.tasks[t] for t in state.dirty_tasks]
         if tasks:
             await db.executemany(
-                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         t.task_id,
@@ -152,6 +179,7 @@ class ProjectionStore:
                         t.submitted_at,
                         t.updated_at,
                         _enc.encode(t),
+                        t.order,
                     )
                     for t in tasks
                 ],
@@ -216,3 +244,63 @@ class ProjectionStore:
         state.dirty_leader = False
         state.dirty_heartbeat = False
         self.rejected.clear()
+
+    # -- reading finished tasks back (the API's lists; ClusterState.load_task) --------
+
+    async def tasks_by_id(self, ids: Iterable[str]) -> dict[str, TaskView]:
+        """The stored views of ``ids`` (those that have a row)."""
+        wanted = list(ids)
+        found: dict[str, TaskView] = {}
+        for first in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[first : first + _IN_CHUNK]
+            query = f"SELECT data FROM tasks WHERE task_id IN ({','.join('?' * len(chunk))})"
+            async with self.db.execute(query, chunk) as cur:
+                for (data,) in await cur.fetchall():
+                    task = _dec_task.decode(data)
+                    found[task.task_id] = task
+        return found
+
+    async def task_rows(
+        self, state: str | None = None, offset: int = 0, limit: int = -1, newest: bool = False
+    ) -> list[TaskView]:
+        """Stored views in submission order (``newest``: the newest first): those in
+        ``state`` (None: all), a page of them."""
+        where, args = ("WHERE state = ?", [state]) if state else ("", [])
+        query = f"SELECT data FROM tasks {where} ORDER BY ord {'DESC' if newest else ''} LIMIT ? OFFSET ?"
+        async with self.db.execute(query, [*args, limit, offset]) as cur:
+            return [_dec_task.decode(data) for (data,) in await cur.fetchall()]
+
+    async def task_count(self) -> tuple[int, int]:
+        """How many task rows there are, and the highest submission order among them."""
+        async with self.db.execute("SELECT count(*), max(ord) FROM tasks") as cur:
+            row = await cur.fetchone()
+        return (int(row[0]), -1 if row[1] is None else int(row[1])) if row else (0, -1)
+
+
+class RowReader:
+    """Reads one task's stored view, for ``ClusterState.load_task``: a blocking read on a
+    connection of its own (the fold is synchronous; it needs a row only for an event about
+    an evicted task, which is rare)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def __call__(self, task_id: str) -> TaskView | None:
+        row = self.db.execute("SELECT data FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return _dec_task.decode(row[0]) if row else None
+
+    def close(self) -> None:
+        self.db.close()
+
+
+async def _add_order_column(db: aiosqlite.Connection) -> None:
+    """Files written before ``ord`` existed get the column, filled from their rows."""
+    async with db.execute("PRAGMA table_info(tasks)") as cur:
+        columns = {row[1] for row in await cur.fetchall()}
+    if "ord" not in columns:
+        await db.execute("ALTER TABLE tasks ADD COLUMN ord INTEGER")
+        async with db.execute("SELECT data FROM tasks") as cur:
+            rows = [(t.order, t.task_id) for t in (_dec_task.decode(d) for (d,) in await cur.fetchall())]
+        await db.executemany("UPDATE tasks SET ord = ? WHERE task_id = ?", rows)
+    await db.execute("CREATE INDEX IF NOT EXISTS tasks_ord ON tasks(ord)")
+    await db.commit()

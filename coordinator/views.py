@@ -80,30 +80,66 @@ PAGE_MAX = 10_000  # task summaries per reply: about 4 MB, half the max payload
 
 
 def task_page(
-    state: ClusterState, changed: dict[str, int], after: int, offset: int, limit: int, epoch: str = ""
+    state: ClusterState,
+    changed: dict[str, int],
+    after: int,
+    offset: int,
+    limit: int,
+    epoch: str = "",
+    stored: dict[str, TaskView] | None = None,
 ) -> dict[str, Any]:
     """Tasks in submission order, a page at a time (``offset``/``limit``); with ``after``, only
     those changed after that log position (``changed``: task -> position of its last flushed
     change, oldest first; unflushed changes are in ``state.dirty_tasks``). ``seq`` is where a
     reader that has applied this reply asks ``after`` next time, of the same ``epoch`` (this
-    coordinator's run: another one's positions mean nothing to ``changed``)."""
+    coordinator's run: another one's positions mean nothing to ``changed``; an empty epoch
+    says the position is older than ``changed`` remembers: read from the first page). ``stored``: the
+    rows of the evicted tasks among those changed (``after``), which are not in memory."""
     limit = max(1, min(limit or PAGE_MAX, PAGE_MAX))
     if after > 0:
-        recent: list[str] = []
-        for task_id, seq in reversed(changed.items()):
-            if seq <= after:
-                break
-            recent.append(task_id)
-        ids = dict.fromkeys([*reversed(recent), *state.dirty_tasks])
-        chosen = [state.tasks[t] for t in ids if t in state.tasks]
+        ids = dict.fromkeys([*changed_since(changed, after), *state.dirty_tasks])
+        rows = stored or {}
+        chosen = [t for t in (state.tasks.get(i) or rows.get(i) for i in ids) if t is not None]
     else:
         chosen = list(state.tasks.values())
     rows = chosen[offset : offset + limit]
     return {"seq": state.seq, "epoch": epoch, "total": len(chosen), "tasks": [task_summary(t) for t in rows]}
 
 
-def list_tasks(state: ClusterState, wanted: str | None, limit: int) -> list[dict[str, Any]]:
-    tasks = sorted(state.tasks.values(), key=lambda t: t.order)
+def changed_since(changed: dict[str, int], after: int) -> list[str]:
+    """The tasks whose last flushed change is after ``after``, oldest first."""
+    recent: list[str] = []
+    for task_id, seq in reversed(changed.items()):
+        if seq <= after:
+            break
+        recent.append(task_id)
+    recent.reverse()
+    return recent
+
+
+def stored_page(
+    state: ClusterState, page: list[TaskView], count: int, last_order: int, offset: int, limit: int, epoch: str = ""
+) -> dict[str, Any]:
+    """``task_page`` from the first page when finished tasks were evicted: ``page`` is the
+    stored rows at ``offset`` in submission order (of ``count`` rows, the last of order
+    ``last_order``); a task in memory is shown as memory has it, and the tasks not flushed
+    yet (newer than every row) come after the rows."""
+    limit = max(1, min(limit or PAGE_MAX, PAGE_MAX))
+    newer = sorted((t for t in state.tasks.values() if t.order > last_order), key=lambda t: t.order)
+    chosen = [state.tasks.get(t.task_id, t) for t in page]
+    if len(chosen) < limit:
+        start = max(0, offset - count)
+        chosen += newer[start : start + limit - len(chosen)]
+    return {"seq": state.seq, "epoch": epoch, "total": count + len(newer), "tasks": [task_summary(t) for t in chosen]}
+
+
+def list_tasks(
+    state: ClusterState, wanted: str | None, limit: int, stored: list[TaskView] | None = None
+) -> list[dict[str, Any]]:
+    """Tasks in submission order (the last ``limit``), in ``wanted`` state; ``stored``: rows of
+    evicted tasks to count in (a row of a task in memory is older than memory: left out)."""
+    tasks = [*state.tasks.values(), *(t for t in stored or () if t.task_id not in state.tasks)]
+    tasks.sort(key=lambda t: t.order)
     if wanted:
         tasks = [t for t in tasks if t.state.value == wanted]
     if limit > 0:

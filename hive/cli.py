@@ -227,6 +227,12 @@ def coordinator(
         Optional[int],
         typer.Option("--http-port", help="serve /health and /metrics on 127.0.0.1:PORT (default: off)", min=0, max=65535),
     ] = None,
+    keep_finished: Annotated[
+        int,
+        typer.Option(
+            "--keep-finished", help="finished tasks kept in memory (the rest are read from SQLite when asked for)", min=0
+        ),
+    ] = 10_000,
 ) -> None:
     """Run the coordinator: projections, scheduler, policies."""
     from coordinator.core import CoreConfig
@@ -248,6 +254,7 @@ def coordinator(
         http_port=http_port,
         lease_s=lease_s if lease_s > 0 else None,
         policy=PolicyConfig(resources=resource_policy),
+        keep_finished=keep_finished,
     )
     serve(service.run())
 

@@ -3,6 +3,10 @@
 Folded from the events on the node's subjects only (``hive.task.*.*.<node>`` and
 ``hive.node.<node>.*``). After a restart it tells the node which assignments are still
 to run and which attempts were cut short by the crash (started, never finished).
+
+Only tasks still to run or running stay in memory: once a finished or stopped task's row
+is written (``settle``), just its attempt is kept (``settled``), which is all an old
+assignment seen again needs, so memory and a restart do not grow with the history.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ class LocalState(StrEnum):
     STOPPED = "stopped"  # cancelled or taken away by the coordinator
 
 
+DONE = frozenset({LocalState.FINISHED, LocalState.STOPPED})
+
+
 class LocalTask(msgspec.Struct, kw_only=True):
     task_id: str
     attempt: int
@@ -38,12 +45,23 @@ class NodeLocal:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self.tasks: dict[str, LocalTask] = {}
+        self.settled: dict[str, int] = {}  # finished or stopped, row written: task -> attempt
+        self.settling: list[str] = []  # finished or stopped since the last flush
         self.draining = False
         self.lost_at = 0.0
         self.registered_at = 0.0
         self.dirty: set[str] = set()
         self.seq = 0
         self.term = 0  # the newest leader's term seen in the log (events.fencing)
+
+    def settle(self) -> None:
+        """Drop the finished and stopped tasks whose rows are written (after a flush)."""
+        for task_id in self.settling:
+            task = self.tasks.get(task_id)
+            if task is not None and task.state in DONE and task_id not in self.dirty:
+                del self.tasks[task_id]
+                self.settled[task_id] = task.attempt
+        self.settling.clear()
 
     def pending_starts(self) -> list[LocalTask]:
         return [t for t in self.tasks.values() if t.state == LocalState.ASSIGNED]
@@ -74,13 +92,17 @@ def _set(
     task.state = new
     task.updated_at = ts
     local.dirty.add(task_id)
+    if new in DONE:
+        local.settling.append(task_id)
 
 
 @_apply.register
 def _(event: TaskAssigned, local: NodeLocal) -> None:
     known = local.tasks.get(event.task_id)
-    if event.spec is None or (known is not None and known.attempt >= event.attempt):
+    attempt = known.attempt if known is not None else local.settled.get(event.task_id, 0)
+    if event.spec is None or attempt >= event.attempt:
         return
+    local.settled.pop(event.task_id, None)
     local.tasks[event.task_id] = LocalTask(
         task_id=event.task_id,
         attempt=event.attempt,

@@ -9,7 +9,7 @@ import aiosqlite
 import msgspec
 
 from edge.sqlite import open_projection
-from node.state import LocalTask, NodeLocal
+from node.state import DONE, LocalTask, NodeLocal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS checkpoint (projection TEXT PRIMARY KEY, seq INTEGER 
 """
 
 _enc = msgspec.json.Encoder()
+_DONE_SQL = "(" + ",".join(f"'{s.value}'" for s in DONE) + ")"  # finished ones load as attempts only
 
 
 class NodeStore:
@@ -36,10 +37,12 @@ class NodeStore:
     async def load(self, local: NodeLocal) -> NodeLocal:
         """The tasks and read position stored by this node's previous life, if any."""
         decoder = msgspec.json.Decoder(LocalTask)
-        async with self.db.execute("SELECT data FROM tasks") as cur:
+        async with self.db.execute(f"SELECT data FROM tasks WHERE state NOT IN {_DONE_SQL}") as cur:
             for (data,) in await cur.fetchall():
                 task = decoder.decode(data)
                 local.tasks[task.task_id] = task
+        async with self.db.execute(f"SELECT task_id, attempt FROM tasks WHERE state IN {_DONE_SQL}") as cur:
+            local.settled = {task_id: int(attempt) for task_id, attempt in await cur.fetchall()}
         async with self.db.execute("SELECT seq FROM checkpoint WHERE projection = 'node'") as cur:
             row = await cur.fetchone()
         local.seq = int(row[0]) if row else 0
@@ -59,6 +62,7 @@ class NodeStore:
         await self.db.execute("INSERT OR REPLACE INTO checkpoint VALUES ('node', ?)", (local.seq,))
         await self.db.execute("INSERT OR REPLACE INTO checkpoint VALUES ('term', ?)", (local.term,))
         await self.db.commit()
+        local.settle()
 
     async def close(self) -> None:
         await self.db.close()

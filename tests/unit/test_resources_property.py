@@ -33,8 +33,8 @@ from coordinator.core import CoordinatorCore
 from coordinator.projection import Implausible, apply
 from coordinator.replay import compare
 from coordinator.scheduler import ReadyIndex, Reservation, place
-from coordinator.state import ON_NODE, ClusterState, NodeState, TaskState
-from coordinator.store import ProjectionStore
+from coordinator.state import ON_NODE, TERMINAL, ClusterState, NodeState, TaskState
+from coordinator.store import ProjectionStore, RowReader
 from events.base import Event, Resources
 from events.node import GpuInfo, NodeDrained, NodeDrainRequested, NodeLost, NodeRegistered, NodeTrustReset
 from events.subjects import node_filter, subject_for
@@ -286,7 +286,7 @@ def _stale(world: World, index: int, kind: str) -> None:
 
 
 def _cancel_request(world: World, index: int) -> None:
-    task_id = world.pick(sorted(world.state.tasks), index)
+    task_id = world.pick(sorted({*world.state.tasks, *world.state.finished}), index)
     if task_id is not None:
         world.record(TaskCancelRequested(task_id=task_id, ts=world.now, emitter="client:test"))
 
@@ -468,26 +468,41 @@ async def run_example(configs: list[dict[str, Any]], actions: list[tuple[Any, ..
     live_path = directory / "live.db"
     store = await ProjectionStore.open(live_path)
     world = World(configs, store)
+    live_reader = RowReader(live_path)
+    world.state.load_task = live_reader  # finished tasks leave memory at each flush, as live
     for node_id in NODE_IDS:
         world.record(world.register(node_id))
     check(world)
     try:
         for action in actions:
             if action[0] == "flush":
+                finished = [t for t in world.state.dirty_tasks if world.state.tasks[t].state in TERMINAL]
                 await store.flush(world.state)
+                world.state.finished_order.extend(finished)
+                world.state.evict(0)  # the most a coordinator evicts: every finished task
                 continue
             step(world, action)
             check(world)
         _deliver(world, len(world.pending))  # whatever is in flight lands in the end
         check(world)
         await store.flush(world.state)
+        for task_id in list(world.state.finished):  # back in memory, for the comparisons below
+            assert world.state.task(task_id) is not None
     finally:
+        live_reader.close()
         await store.close()
 
     # what was written loads back into the same views
     reopened = await ProjectionStore.open(live_path)
     loaded = await reopened.load(ClusterState())
     await reopened.close()
+    assert not any(t.state in TERMINAL for t in loaded.tasks.values())  # finished ones stay in their rows
+    reader = RowReader(live_path)
+    loaded.load_task = reader
+    for task_id in list(loaded.finished):
+        assert loaded.task(task_id) is not None  # read back from its row, as an event about it would
+    reader.close()
+    assert not loaded.finished
     assert views(loaded) == views(world.state)
 
     # a second fold of the same log gives the same tables, row for row
@@ -540,6 +555,11 @@ async def _saved_and_loaded(state: ClusterState, directory: Path) -> ClusterStat
     await store.flush(state)
     loaded = await store.load(ClusterState())
     await store.close()
+    reader = RowReader(directory / "p.db")
+    loaded.load_task = reader
+    for task_id in list(loaded.finished):  # a load leaves finished tasks in their rows
+        loaded.task(task_id)
+    reader.close()
     return loaded
 
 
