@@ -268,11 +268,15 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     cpu = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result["cpu_s"].items())
     print(f"cpu during the measured run ({psutil.cpu_count()} cpus): {cpu}")
     print(f"replay: {replay.events} events in {replay.seconds:.2f}s ({replay.events_per_s:,.0f} events/s)")
+    done = max(1, result["completed"])
     return {
         "tasks_per_s": result["tasks_per_s"],
         "p50_ms": result["p50_ms"],
         "p99_ms": result["p99_ms"],
         "replay_events_per_s": replay.events_per_s,
+        "idle_p50_ms": result["probe"]["p50_ms"],  # one task at a time through an idle cluster
+        "idle_p99_ms": result["probe"]["p99_ms"],
+        "cpu_us_per_task": {name: round(seconds / done * 1e6) for name, seconds in result["cpu_s"].items()},
     }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
+from operator import itemgetter
 from pathlib import Path
 
 import aiosqlite
@@ -39,7 +40,6 @@ CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, state TEXT NOT NULL, priority INTEGER NOT NULL,
     executor TEXT NOT NULL, node_id TEXT, attempt INTEGER NOT NULL,
     submitted_at REAL NOT NULL, updated_at REAL NOT NULL, data BLOB NOT NULL, ord INTEGER);
-CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY, state TEXT NOT NULL, trust REAL NOT NULL,
     running INTEGER NOT NULL, data BLOB NOT NULL);
@@ -67,7 +67,7 @@ PROJECTION = "coordinator"
 _enc = msgspec.json.Encoder()
 _dec_task = msgspec.json.Decoder(TaskView)
 FINISHED_STATES = tuple(s.value for s in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED))
-_FINISHED_SQL = "(" + ",".join(f"'{s}'" for s in FINISHED_STATES) + ")"
+_UNFINISHED_SQL = "(" + ",".join(f"'{s.value}'" for s in TaskState if s.value not in FINISHED_STATES) + ")"
 _STATES = {s.value: s for s in TaskState}
 _IN_CHUNK = 500  # ids per `IN (...)`: under SQLite's variable limit
 
@@ -94,15 +94,15 @@ class ProjectionStore:
         dec_task = msgspec.json.Decoder(TaskView)
         dec_node = msgspec.json.Decoder(NodeView)
         dec_req = msgspec.json.Decoder(OpenRequest)
-        async with self.db.execute(f"SELECT data FROM tasks WHERE state NOT IN {_FINISHED_SQL} ORDER BY ord") as cur:
+        async with self.db.execute(f"SELECT data FROM tasks WHERE state IN {_UNFINISHED_SQL} ORDER BY ord") as cur:
             for (data,) in await cur.fetchall():
                 task = dec_task.decode(data)
                 state.tasks[task.task_id] = task
-        async with self.db.execute(f"SELECT task_id, state FROM tasks WHERE state IN {_FINISHED_SQL}") as cur:
-            finished = state.finished
-            for task_id, value in await cur.fetchall():
-                finished[task_id] = _STATES[value]
-        state.finished_counts = Counter(state.finished.values())
+        for value in FINISHED_STATES:  # ids only, from the index; one shared state object each
+            async with self.db.execute("SELECT task_id FROM tasks WHERE state = ?", (value,)) as cur:
+                rows = await cur.fetchall()
+            state.finished.update(dict.fromkeys(map(itemgetter(0), rows), _STATES[value]))
+            state.finished_counts[_STATES[value]] = len(rows)
         async with self.db.execute("SELECT max(ord) FROM tasks") as cur:
             row = await cur.fetchone()
         state.next_order = max(state.next_order, (row[0] if row and row[0] is not None else -1) + 1)
@@ -294,7 +294,8 @@ class RowReader:
 
 
 async def _add_order_column(db: aiosqlite.Connection) -> None:
-    """Files written before ``ord`` existed get the column, filled from their rows."""
+    """Files written before ``ord`` existed get the column, filled from their rows; and the
+    index by state also holds the id, so a load reads the finished ids from it alone."""
     async with db.execute("PRAGMA table_info(tasks)") as cur:
         columns = {row[1] for row in await cur.fetchall()}
     if "ord" not in columns:
@@ -303,4 +304,6 @@ async def _add_order_column(db: aiosqlite.Connection) -> None:
             rows = [(t.order, t.task_id) for t in (_dec_task.decode(d) for (d,) in await cur.fetchall())]
         await db.executemany("UPDATE tasks SET ord = ? WHERE task_id = ?", rows)
     await db.execute("CREATE INDEX IF NOT EXISTS tasks_ord ON tasks(ord)")
+    await db.execute("DROP INDEX IF EXISTS tasks_state")
+    await db.execute("CREATE INDEX IF NOT EXISTS tasks_state_id ON tasks(state, task_id)")
     await db.commit()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from events.base import Event
+from events.base import MISSING_ID, Event, decoding
 from events.negotiation import (
     GuidanceGiven,
     HelpRequested,
@@ -78,14 +78,19 @@ def decode(data: bytes, subject: str | None = None, stamp: float | None = None) 
     ``subject``, the event must belong exactly there; with ``stamp`` (the server's time of
     the message), its ``ts`` must be close to it."""
     check_raw(data)
+    decoding.on = True
     try:
         event: Event = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise BadEvent("schema", str(exc)) from exc
     except RecursionError:  # malformed nesting that the depth check let through
         raise BadEvent("depth", "JSON nested too deep") from None
+    finally:
+        decoding.on = False
+    if event.id == MISSING_ID or event.ts != event.ts:  # (the marker for a missing ts is NaN)
+        raise BadEvent("envelope", f"Object missing required field `{'id' if event.id == MISSING_ID else 'ts'}`")
     check_ids(event)
-    check_envelope(data, event, stamp)
+    check_envelope(event, stamp)
     if subject is not None and subject_for(event) != subject and legacy_subject_for(event) != subject:
         raise BadEvent("subject", f"event {type(event).__name__} does not belong on {subject}")
     check_event(event, len(data))

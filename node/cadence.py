@@ -9,6 +9,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from events.codec import BadEvent, decode
 from events.node import HeartbeatIntervalSet
@@ -44,7 +45,9 @@ class Cadence:
         await nc.subscribe(SUBJECT, cb=on_msg)
         try:
             last = await js.get_last_msg(AUDIT_STREAM, SUBJECT)
-        except Exception as exc:  # none announced yet (not found), or no answer: our own interval
+        except NotFoundError:  # none announced yet: our own interval
+            return
+        except Exception as exc:  # no answer: our own interval, until one is announced
             if "not found" not in str(exc).lower():
                 log.warning("could not read the announced heartbeat interval", error=str(exc)[:200])
             return

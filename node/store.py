@@ -9,17 +9,19 @@ import aiosqlite
 import msgspec
 
 from edge.sqlite import open_projection
-from node.state import DONE, LocalTask, NodeLocal
+from node.state import DONE, LocalState, LocalTask, NodeLocal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, attempt INTEGER NOT NULL, state TEXT NOT NULL,
     updated_at REAL NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoint (projection TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, task_id, attempt);
 """
 
 _enc = msgspec.json.Encoder()
 _DONE_SQL = "(" + ",".join(f"'{s.value}'" for s in DONE) + ")"  # finished ones load as attempts only
+_TO_RUN_SQL = "(" + ",".join(f"'{s.value}'" for s in LocalState if s not in DONE) + ")"
 
 
 class NodeStore:
@@ -37,12 +39,12 @@ class NodeStore:
     async def load(self, local: NodeLocal) -> NodeLocal:
         """The tasks and read position stored by this node's previous life, if any."""
         decoder = msgspec.json.Decoder(LocalTask)
-        async with self.db.execute(f"SELECT data FROM tasks WHERE state NOT IN {_DONE_SQL}") as cur:
+        async with self.db.execute(f"SELECT data FROM tasks WHERE state IN {_TO_RUN_SQL}") as cur:
             for (data,) in await cur.fetchall():
                 task = decoder.decode(data)
                 local.tasks[task.task_id] = task
         async with self.db.execute(f"SELECT task_id, attempt FROM tasks WHERE state IN {_DONE_SQL}") as cur:
-            local.settled = {task_id: int(attempt) for task_id, attempt in await cur.fetchall()}
+            local.settled = dict(await cur.fetchall())
         async with self.db.execute("SELECT seq FROM checkpoint WHERE projection = 'node'") as cur:
             row = await cur.fetchone()
         local.seq = int(row[0]) if row else 0
