@@ -144,10 +144,9 @@ class Api:
 
     async def _task_page(self, after: int, offset: int, limit: int) -> dict[str, Any]:
         state, changed, epoch = self.state, self.coordinator.changed, self.coordinator.epoch
-        if 0 < after < self.coordinator.changed_floor:  # forgotten: the reader starts again (no epoch)
-            return {"seq": state.seq, "epoch": "", "total": 0, "tasks": []}
-        if not state.finished:
-            return views.task_page(state, changed, after, offset, limit, epoch)
+        floor = self.coordinator.changed_floor
+        if not state.finished or 0 < after < floor:
+            return views.task_page(state, changed, after, offset, limit, epoch, floor=floor)
         store = self.coordinator.store
         if after > 0:
             evicted = [t for t in views.changed_since(changed, after) if t in state.finished]

@@ -11,7 +11,6 @@ finished tasks evicted from memory (``keep_finished`` of them stay).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ import msgspec
 import structlog
 from nats.aio.msg import Msg
 
+from coordinator import views
 from coordinator.api import Api
 from coordinator.core import CoordinatorCore, CoreConfig
 from coordinator.intake import Rejection, RejectLog, take
@@ -266,9 +266,8 @@ class Coordinator:
                 self.changed[task_id] = state.seq
                 if state.tasks[task_id].state in TERMINAL:
                     finished.append(task_id)
-            if len(self.changed) > CHANGED_MAX:  # bounded: a reader from before is told to start again
-                for task_id in list(itertools.islice(self.changed, len(self.changed) - CHANGED_MAX // 2)):
-                    self.changed_floor = max(self.changed_floor, self.changed.pop(task_id))
+            # bounded: a reader from before the floor is told to start again (views.task_page)
+            self.changed_floor = views.forget_oldest(self.changed, CHANGED_MAX, self.changed_floor)
             await self.store.flush(state)
             self.unflushed, self.flushed_at = 0, time.monotonic()
             state.finished_order.extend(finished)  # flushed now, so they may leave memory

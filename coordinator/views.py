@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -10,8 +11,11 @@ from coordinator.state import ClusterState, NodeView, OpenRequest, TaskView
 from events.limits import clip
 from events.node import NodeHeartbeat
 
+if TYPE_CHECKING:
+    from coordinator.store import TaskRow
 
-def task_summary(task: TaskView) -> dict[str, Any]:
+
+def task_summary(task: TaskView | TaskRow) -> dict[str, Any]:
     spec = task.spec
     what = spec.type if spec.executor == "function" else " ".join(spec.command)
     if spec.executor == "docker":
@@ -87,6 +91,7 @@ def task_page(
     limit: int,
     epoch: str = "",
     stored: dict[str, TaskView] | None = None,
+    floor: int = 0,
 ) -> dict[str, Any]:
     """Tasks in submission order, a page at a time (``offset``/``limit``); with ``after``, only
     those changed after that log position (``changed``: task -> position of its last flushed
@@ -94,8 +99,11 @@ def task_page(
     reader that has applied this reply asks ``after`` next time, of the same ``epoch`` (this
     coordinator's run: another one's positions mean nothing to ``changed``; an empty epoch
     says the position is older than ``changed`` remembers: read from the first page). ``stored``: the
-    rows of the evicted tasks among those changed (``after``), which are not in memory."""
+    rows of the evicted tasks among those changed (``after``), which are not in memory;
+    ``floor``: ``changed`` forgot the positions up to there (``forget_oldest``)."""
     limit = max(1, min(limit or PAGE_MAX, PAGE_MAX))
+    if 0 < after < floor:  # forgotten: the reader starts again from the first page
+        return {"seq": state.seq, "epoch": "", "total": 0, "tasks": []}
     if after > 0:
         ids = dict.fromkeys([*changed_since(changed, after), *state.dirty_tasks])
         rows = stored or {}
@@ -104,6 +112,15 @@ def task_page(
         chosen = list(state.tasks.values())
     rows = chosen[offset : offset + limit]
     return {"seq": state.seq, "epoch": epoch, "total": len(chosen), "tasks": [task_summary(t) for t in rows]}
+
+
+def forget_oldest(changed: dict[str, int], most: int, floor: int) -> int:
+    """Keep ``changed`` (oldest first) under ``most`` entries: past it, drop the oldest down
+    to half. Returns the new floor, the newest position forgotten."""
+    if len(changed) > most:
+        for task_id in list(itertools.islice(changed, len(changed) - most // 2)):
+            floor = max(floor, changed.pop(task_id))
+    return floor
 
 
 def changed_since(changed: dict[str, int], after: int) -> list[str]:
@@ -118,7 +135,7 @@ def changed_since(changed: dict[str, int], after: int) -> list[str]:
 
 
 def stored_page(
-    state: ClusterState, page: list[TaskView], count: int, last_order: int, offset: int, limit: int, epoch: str = ""
+    state: ClusterState, page: list[TaskRow], count: int, last_order: int, offset: int, limit: int, epoch: str = ""
 ) -> dict[str, Any]:
     """``task_page`` from the first page when finished tasks were evicted: ``page`` is the
     stored rows at ``offset`` in submission order (of ``count`` rows, the last of order
@@ -126,7 +143,7 @@ def stored_page(
     yet (newer than every row) come after the rows."""
     limit = max(1, min(limit or PAGE_MAX, PAGE_MAX))
     newer = sorted((t for t in state.tasks.values() if t.order > last_order), key=lambda t: t.order)
-    chosen = [state.tasks.get(t.task_id, t) for t in page]
+    chosen: list[TaskView | TaskRow] = [state.tasks.get(t.task_id, t) for t in page]
     if len(chosen) < limit:
         start = max(0, offset - count)
         chosen += newer[start : start + limit - len(chosen)]
@@ -134,11 +151,11 @@ def stored_page(
 
 
 def list_tasks(
-    state: ClusterState, wanted: str | None, limit: int, stored: list[TaskView] | None = None
+    state: ClusterState, wanted: str | None, limit: int, stored: list[TaskRow] | None = None
 ) -> list[dict[str, Any]]:
     """Tasks in submission order (the last ``limit``), in ``wanted`` state; ``stored``: rows of
     evicted tasks to count in (a row of a task in memory is older than memory: left out)."""
-    tasks = [*state.tasks.values(), *(t for t in stored or () if t.task_id not in state.tasks)]
+    tasks: list[TaskView | TaskRow] = [*state.tasks.values(), *(t for t in stored or () if t.task_id not in state.tasks)]
     tasks.sort(key=lambda t: t.order)
     if wanted:
         tasks = [t for t in tasks if t.state.value == wanted]

@@ -24,11 +24,23 @@ async def pages(client: HiveClient, after: int, limit: int) -> tuple[dict, list[
             return first, rows
 
 
+async def quiet(client: HiveClient, settle_s: float = 0.5, timeout: float = 20) -> None:
+    """Until the log stops growing: the tasks are placed and started (heartbeats are not logged)."""
+    last, deadline = -1, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seq = (await client.request("stats"))["seq"]
+        if seq == last:
+            return
+        last = seq
+        await asyncio.sleep(settle_s)
+
+
 async def test_pages_and_changes_since(client: HiveClient) -> None:
     run = time.time_ns()
     spec = TaskSpec(executor="function", type="test_hold", payload={"seconds": 30})
     ids = [f"pg-{run}-{i}" for i in range(23)]
     await client.submit_many([(t, spec) for t in ids])
+    await quiet(client)  # else a task placed or started while paging counts as changed
     client.last_seq = (await client.js.stream_info("HIVE_EVENTS")).state.last_seq
     first, rows = await pages(client, 0, 5)
     seen = [r["task_id"] for r in rows]
