@@ -72,9 +72,8 @@ class Coordinator:
         self.keeper: LeaseKeeper | None = None
         self.epoch = f"{coordinator_id}-{os.getpid()}-{time.time_ns()}"  # this run, for readers of `changed`
         self.changed_floor = 0  # `changed` forgot the positions up to here (CHANGED_MAX)
-        self.changed: dict[
-            str, int
-        ] = {}  # task -> log position of its last flushed change (coordinator.views.task_page)
+        # task -> log position of its last flushed change (coordinator.views.task_page)
+        self.changed: dict[str, int] = {}
         self.announced_at = float("-inf")  # a standby's last "I am here" (LeaseKeeper.announce)
         self.api: Api | None = None
         self.target = target
