@@ -36,6 +36,8 @@ log = structlog.get_logger("hive.node.docker")
 WORKSPACE = "/workspace"
 API_TIMEOUT_S = 30.0  # control calls (create, start, remove); waits and output streams have no timeout
 OUTPUT_DRAIN_S = 10.0
+SIGKILLED = 128 + 9  # the exit code of a container whose process was SIGKILLed (the OOM killer does that)
+OOM_FLAG_WAIT_S = 2.0
 MAX_LINE = 4096  # a longer stdout "line" is not a progress report
 GB = 1024**3
 
@@ -161,6 +163,7 @@ class DockerExecutor:
             graceful = False
             await self._drain(reading)
             await asyncio.to_thread(container.reload)
+            await self._await_oom_flag(ctx, container, status)
         except DockerException as exc:
             graceful = False
             return Outcome.failure(f"docker: {_explain(exc)}", stdout=reader.out.text(), stderr=reader.err.text())
@@ -168,6 +171,17 @@ class DockerExecutor:
             # cancelled or not, the container goes; shielded so that a stop cannot interrupt the removal
             await asyncio.shield(asyncio.to_thread(self._remove, container, graceful))
         return self._outcome(ctx, container, status, reader, time.monotonic() - started)
+
+    async def _await_oom_flag(self, ctx: TaskContext, container: Container, status: dict[str, Any]) -> None:
+        """A container SIGKILLed under a memory limit was probably OOM killed, but the daemon
+        may record that (``State.OOMKilled``, from the kernel's OOM event) just after the
+        exit: ask again for a moment before saying it merely exited."""
+        if int(status.get("StatusCode", -1)) != SIGKILLED or not memory_limit(ctx):
+            return
+        deadline = time.monotonic() + OOM_FLAG_WAIT_S
+        while not container.attrs.get("State", {}).get("OOMKilled") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(container.reload)
 
     async def _create(self, ctx: TaskContext) -> Container:
         creating = asyncio.ensure_future(asyncio.to_thread(self._create_blocking, ctx))
