@@ -23,6 +23,7 @@ import aiosqlite
 import msgspec
 
 from coordinator.state import (
+    TERMINAL,
     Allocation,
     ClusterState,
     HeartbeatView,
@@ -33,7 +34,7 @@ from coordinator.state import (
     TaskView,
     TrustPolicy,
 )
-from edge.sqlite import open_projection
+from edge.sqlite import open_projection, sql_list
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -103,9 +104,7 @@ class TaskRow(msgspec.Struct):
 
 
 _dec_row = msgspec.json.Decoder(TaskRow)
-FINISHED_STATES = tuple(s.value for s in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED))
-_UNFINISHED_SQL = "(" + ",".join(f"'{s.value}'" for s in TaskState if s.value not in FINISHED_STATES) + ")"
-_STATES = {s.value: s for s in TaskState}
+_UNFINISHED_SQL = sql_list(s.value for s in TaskState if s not in TERMINAL)
 _IN_CHUNK = 500  # ids per `IN (...)`: under SQLite's variable limit
 
 
@@ -135,11 +134,11 @@ class ProjectionStore:
             for (data,) in await cur.fetchall():
                 task = dec_task.decode(data)
                 state.tasks[task.task_id] = task
-        for value in FINISHED_STATES:  # ids only, from the index; one shared state object each
-            async with self.db.execute("SELECT task_id FROM tasks WHERE state = ?", (value,)) as cur:
+        for finished in TERMINAL:  # ids only, from the index; one shared state object each
+            async with self.db.execute("SELECT task_id FROM tasks WHERE state = ?", (finished.value,)) as cur:
                 rows = await cur.fetchall()
-            state.finished.update(dict.fromkeys(map(itemgetter(0), rows), _STATES[value]))
-            state.finished_counts[_STATES[value]] = len(rows)
+            state.finished.update(dict.fromkeys(map(itemgetter(0), rows), finished))
+            state.finished_counts[finished] = len(rows)
         async with self.db.execute("SELECT max(ord) FROM tasks") as cur:
             row = await cur.fetchone()
         state.next_order = max(state.next_order, (row[0] if row and row[0] is not None else -1) + 1)

@@ -12,7 +12,7 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import structlog
@@ -30,6 +30,8 @@ from events.codec import encode
 from events.subjects import MSG_ID_HEADER, inbox_prefix, subject_for
 
 log = structlog.get_logger("edge.bus")
+
+T = TypeVar("T")
 
 # The JetStream domain of a hub that leaf servers connect to (hive.server.EmbeddedServer
 # with a leaf port). A client of a leaf server (``hive leaf``, which runs no JetStream)
@@ -280,6 +282,23 @@ JS_API_WAIT_S = 60.0
 UNAVAILABLE = (*TRANSIENT, ServiceUnavailableError, nats.errors.NoRespondersError)
 
 
+async def answered(call: Callable[[], Awaitable[T]], what: str, **fields: Any) -> T:
+    """``call()``, asked again every half second while JetStream does not answer (see
+    ``JS_API_WAIT_S``), saying so once; after that, its error."""
+    deadline = asyncio.get_running_loop().time() + JS_API_WAIT_S
+    warned = False
+    while True:
+        try:
+            return await call()
+        except UNAVAILABLE as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            if not warned:
+                log.warning(f"jetstream did not answer {what}; retrying", error=type(exc).__name__, **fields)
+                warned = True
+            await asyncio.sleep(0.5)
+
+
 async def follow(
     js: JetStreamContext,
     stream: str,
@@ -292,30 +311,23 @@ async def follow(
     client after a server restart. Resuming position is the caller's job (a checkpoint).
     Creating it is retried while JetStream does not answer (see ``JS_API_WAIT_S``)."""
     subject = filters[0] if filters else ">"
-    deadline = asyncio.get_running_loop().time() + JS_API_WAIT_S
-    warned = False
-    while True:
+
+    async def subscribe() -> Any:
         config = ConsumerConfig(  # fresh each try: nats-py fills in the one it is given
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else DeliverPolicy.ALL,
             opt_start_seq=start_seq if start_seq > 1 else None,
             filter_subjects=filters if filters and len(filters) > 1 else None,
             max_ack_pending=-1,
         )
-        try:
-            return await js.subscribe(
-                subject,
-                stream=stream,
-                cb=handler,
-                ordered_consumer=True,
-                config=config,
-                idle_heartbeat=2.0,
-                pending_msgs_limit=-1,
-                pending_bytes_limit=-1,
-            )
-        except UNAVAILABLE as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            if not warned:
-                log.warning("jetstream did not answer; retrying", stream=stream, error=type(exc).__name__)
-                warned = True
-            await asyncio.sleep(0.5)
+        return await js.subscribe(
+            subject,
+            stream=stream,
+            cb=handler,
+            ordered_consumer=True,
+            config=config,
+            idle_heartbeat=2.0,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
+
+    return await answered(subscribe, "a consumer creation", stream=stream)

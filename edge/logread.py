@@ -9,7 +9,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
-from edge.bus import JS_API_WAIT_S, UNAVAILABLE, follow, position
+from edge.bus import answered, follow, position
 
 Sink = Callable[[int, Msg], Awaitable[None] | None]
 
@@ -48,7 +48,7 @@ async def read_stream(
     except (BadRequestError, NotFoundError):
         return 0
     try:
-        if not live and await _pending(sub) == 0 and count == 0:
+        if not live and (await answered(sub.consumer_info, "a consumer info")).num_pending == 0 and count == 0:
             # nothing to read; but a message may already be in flight, give it a moment
             await asyncio.sleep(0.05)
             if count == 0:
@@ -60,15 +60,3 @@ async def read_stream(
         except Exception:  # the connection may be closing; the consumer is ephemeral anyway
             pass
     return count
-
-
-async def _pending(sub: object) -> int:
-    """What the new consumer has left to deliver, asked again while JetStream does not answer."""
-    deadline = asyncio.get_running_loop().time() + JS_API_WAIT_S
-    while True:
-        try:
-            return (await sub.consumer_info()).num_pending  # type: ignore[attr-defined]
-        except UNAVAILABLE:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.5)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import aiosqlite
+
+
+def sql_list(values: Iterable[str]) -> str:
+    """``('a','b')`` for ``IN``: of our own enum values only, never of input."""
+    return "(" + ",".join(f"'{v}'" for v in values) + ")"
 
 
 async def open_projection(path: str | Path, schema: str) -> aiosqlite.Connection:

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiosqlite
 import msgspec
 
-from edge.sqlite import open_projection
+from edge.sqlite import open_projection, sql_list
 from node.state import DONE, LocalState, LocalTask, NodeLocal
 
 SCHEMA = """
@@ -20,8 +20,8 @@ CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, task_id, attempt);
 """
 
 _enc = msgspec.json.Encoder()
-_DONE_SQL = "(" + ",".join(f"'{s.value}'" for s in DONE) + ")"  # finished ones load as attempts only
-_TO_RUN_SQL = "(" + ",".join(f"'{s.value}'" for s in LocalState if s not in DONE) + ")"
+_DONE_SQL = sql_list(s.value for s in DONE)  # finished ones load as attempts only
+_TO_RUN_SQL = sql_list(s.value for s in LocalState if s not in DONE)
 
 
 class NodeStore:
