@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.state import TaskState
 from events.limits import ID_PATTERN
 
-TASK_STATES = ("pending", "queued", "assigned", "running", "completed", "failed", "cancelled")
+TASK_STATES = tuple(s.value for s in TaskState)  # "retrying" too: a filter for it must not be refused
 SORT_KEYS = ("submitted_at", "updated_at", "priority", "state", "task_id", "node_id", "duration_s", "attempt")
 MAX_LIMIT = 500
 MAX_TEXT = 200

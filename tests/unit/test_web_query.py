@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -66,13 +64,17 @@ def test_pages_cover_everything_once(total: int, size: int) -> None:
     assert sorted(seen) == sorted(t["task_id"] for t in tasks) and len(seen) == total  # type: ignore[type-var]
 
 
-def test_a_page_of_100k_tasks_is_fast() -> None:
+def test_a_page_deep_into_100k_tasks() -> None:
+    # its speed is benchmarks/web_tasks.py's business; here, that the page is the right one
     tasks = [task(i, state=("running", "completed", "failed")[i % 3], priority=i % 7) for i in range(100_000)]
-    started = time.perf_counter()
     result = page(tasks, TaskQuery.parse({"state": "failed", "sort": "priority", "limit": "50", "offset": "1000"}))
-    took = time.perf_counter() - started
     assert result["total"] == 33_333 and len(result["tasks"]) == 50
-    assert took < 2.0, took  # generous for a shared CI box; about 0.1 s here
+    failed = sorted((t for t in tasks if t["state"] == "failed"), key=lambda t: -t["priority"])  # type: ignore[operator]
+    assert {t["priority"] for t in result["tasks"]} <= {failed[1000]["priority"], failed[1049]["priority"]}
+
+
+def test_retrying_is_a_state_to_filter_by() -> None:
+    assert TaskQuery.parse({"state": "retrying"}).state == "retrying"
 
 
 @pytest.mark.parametrize(

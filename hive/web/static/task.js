@@ -63,7 +63,7 @@
         const data = new FormData(e.target);
         go({ ...Object.fromEntries(data.entries()), offset: 0 });
       } },
-        el("select", { name: "state" }, ["", "pending", "queued", "assigned", "running", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, selected: s === query.state }, s || "any state"))),
+        el("select", { name: "state" }, ["", "pending", "queued", "assigned", "running", "retrying", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, selected: s === query.state }, s || "any state"))),
         input("node", { placeholder: "node" }), input("type", { placeholder: "executor or type" }), input("priority", { placeholder: "priority", type: "number" }),
         input("submitter", { placeholder: "submitter" }), input("q", { placeholder: "search", type: "search" }), el("button", { type: "submit" }, "Filter"));
       const rows = page.tasks.map((t) => {
