@@ -291,7 +291,28 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info", help="log level of the services (default info)")
     parser.add_argument("--profile-coordinator", metavar="FILE", help="run the coordinator under cProfile")
     parser.add_argument("--keep", metavar="DIR", help="use DIR for the data (kept) instead of a temp dir")
+    parser.add_argument(
+        "--dask-python",
+        metavar="PYTHON",
+        help="then run benchmarks/dask_baseline.py with this interpreter (one with dask) for the same-run ratio",
+    )
     return parser.parse_args(argv)
+
+
+def dask_figure(args: argparse.Namespace) -> dict[str, Any]:
+    """Dask's figure for the same tasks and workers, run now, after ours (not at once: 2 cores)."""
+    script = Path(__file__).resolve().parent / "dask_baseline.py"
+    done = subprocess.run(
+        [args.dask_python, str(script), "--tasks", str(args.tasks), "--workers", str(args.nodes)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"dask baseline failed: {done.stderr.strip()[-500:]}")
+    figure: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,6 +327,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     summary = report(args, result)
+    if args.dask_python:
+        try:
+            dask = dask_figure(args)
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        summary |= {**dask, "ratio_to_dask": round(summary["tasks_per_s"] / dask["dask_tasks_per_s"], 2)}
+        print(f"dask: {dask['dask_tasks_per_s']:,.0f} tasks/s; HiveMind/Dask {summary['ratio_to_dask']:.2f}x")
     print(json.dumps(summary))
     return 0 if result["finished"] else 1
 

@@ -1,7 +1,14 @@
-"""HiveMind's vocabulary: event types, subjects, streams and the codec."""
+"""HiveMind's vocabulary: event types, subjects, streams and the codec.
+
+The codec's names load on first use: its typed decoder takes ~10 ms to build, which a
+read command (that only needs subjects) should not pay."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from events.base import Event, Resources, new_id
-from events.codec import AnyEvent, BadEvent, decode, encode
 from events.negotiation import (
     GuidanceGiven,
     HelpRequested,
@@ -68,3 +75,14 @@ __all__ = [
     "encode",
     "new_id",
 ]
+
+_LAZY = {"AnyEvent": "events.codec", "BadEvent": "events.validation", "decode": "events.codec", "encode": "events.codec"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'events' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -24,9 +24,10 @@ from edge.logread import read_stream
 from events.base import Event, new_id
 from events.codec import BadEvent, check_outgoing, decode, encode
 from events.node import NodeDrainRequested
-from events.subjects import AUDIT_STREAM, TELEMETRY_STREAM, api_subject, subject_for, task_filter, valid_id
+from events.subjects import api_subject, subject_for, task_filter, valid_id
 from events.task import TaskCancelRequested, TaskSpec, TaskSubmitted
 from events.validation import spec_problem
+from hive.reads import HISTORY_STREAMS, NODES_PAGE, History, all_nodes, answer, no_answer
 
 TERMINAL = ("completed", "failed", "cancelled")
 ENDING_VERBS = frozenset({"completed", "failed", "cancelled"})
@@ -210,15 +211,9 @@ class HiveClient:
         except Exception as exc:
             name = type(exc).__name__
             if "NoResponders" in name or "Timeout" in name:
-                raise Unreachable(
-                    f"no coordinator answered {verb} (is `hive coordinator` running? may {self.user} ask for it?)"
-                ) from None
+                raise no_answer(verb, self.user) from None
             raise Unreachable(f"request {verb} failed: {exc or name}") from None
-        reply = msgspec.json.decode(msg.data)
-        if not reply.get("ok"):
-            error = str(reply.get("error"))
-            raise NotFound(error) if error.startswith("unknown") else HiveError(error)
-        return reply["data"]
+        return answer(msgspec.json.decode(msg.data))
 
     async def tasks(self, state: str | None = None, limit: int = 0) -> list[dict[str, Any]]:
         return await self.request("tasks", {"state": state, "limit": limit})
@@ -226,35 +221,18 @@ class HiveClient:
     async def task(self, task_id: str) -> dict[str, Any]:
         return await self.request("task", {"task_id": task_id})
 
-    async def nodes(self, page: int = 1000) -> list[dict[str, Any]]:
+    async def nodes(self, page: int = NODES_PAGE) -> list[dict[str, Any]]:
         """Every node, asked for ``page`` at a time (a reply for 10,000 nodes is ~4.5 MB)."""
-        found: list[dict[str, Any]] = []
-        while True:
-            batch = await self.request("nodes", {"limit": page, "after": found[-1]["node_id"] if found else ""})
-            if len(batch) > page or (found and batch and batch[0]["node_id"] <= found[-1]["node_id"]):
-                return batch if len(batch) > page else found  # a coordinator from before pages: all of them
-            found += batch
-            if len(batch) < page:
-                return found
+        return await all_nodes(lambda body: self.request("nodes", body), page)
 
     async def history(self, task_id: str) -> list[tuple[int, str, Event]]:
         """Every logged event of one task (audit and still-retained telemetry), by time."""
-        found: list[tuple[float, int, str, Event]] = []
-
-        def sink(stream: str) -> Callable[[int, Msg], None]:
-            def add(seq: int, msg: Msg) -> None:
-                try:
-                    event = decode(msg.data)
-                except BadEvent:
-                    return
-                found.append((event.ts, seq, stream, event))
-
-            return add
-
-        for stream in (AUDIT_STREAM, TELEMETRY_STREAM):
-            await read_stream(self.js, stream, sink(stream), filters=[task_filter(task_id)])
-        found.sort(key=lambda item: (item[0], item[1]))
-        return [(seq, stream, event) for _, seq, stream, event in found]
+        history = History()
+        for stream in HISTORY_STREAMS:
+            await read_stream(
+                self.js, stream, lambda seq, msg, stream=stream: history.add(stream, seq, msg.data), filters=[task_filter(task_id)]
+            )
+        return history.events()
 
     async def wait(
         self, task_id: str, on_progress: ProgressFn | None = None, timeout: float | None = None

@@ -2,7 +2,7 @@
 nodes connect to, itself connected to the hub (``hive up --leaf-port``) as one leaf node.
 
 * It runs no JetStream. The hub's JetStream answers across the leaf connection in the
-  domain ``edge.bus.JS_DOMAIN`` (``$JS.hive.API.>``; a client of a server without
+  domain ``edge.options.JS_DOMAIN`` (``$JS.hive.API.>``; a client of a server without
   JetStream uses it by itself, ``edge.bus.connect``). nats-server never forwards an
   ordinary account's ``$JS.API.>`` over a leaf connection (``denyAllClientJs``, added on
   every one in server/leafnode.go); only a leaf sharing the system account could, and

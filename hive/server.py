@@ -14,9 +14,9 @@ from pathlib import Path
 
 from edge.auth import server_config
 from edge.auth.tls import TlsFiles, ensure_local_ca, server_tls_config
-from edge.bus import JS_DOMAIN
 from edge.config import AUTH_DIR
 from edge.errors import HiveError
+from edge.options import JS_DOMAIN
 from hive.children import tied_to_parent
 
 CONF = Path(__file__).resolve().parent.parent / "nats.conf"

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.auth import ensure
-from edge.bus import credentials
 from edge.config import auth_dir, local_creds, resolve
+from edge.options import credentials
 from hive.children import tied_to_parent
 from hive.server import EmbeddedCluster, EmbeddedServer, free_port
 

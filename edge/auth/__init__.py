@@ -6,17 +6,10 @@ template; users issued per role and name, revoked through the account's revocati
 holds the permission templates as data, ``store`` keeps it all in a directory.
 """
 
-from edge.auth.roles import ROLES, TEMPLATES
-from edge.auth.store import (
-    AccountUpdateError,
-    Authority,
-    ensure,
-    issue_user,
-    push_account,
-    revoke_user,
-    server_config,
-    users,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "ROLES",
@@ -30,3 +23,15 @@ __all__ = [
     "server_config",
     "users",
 ]
+
+# loaded on first use: edge.auth.jwt (all a connection needs) should not load the store
+_LAZY = {name: "edge.auth.roles" if name in ("ROLES", "TEMPLATES") else "edge.auth.store" for name in __all__}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edge.auth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -31,7 +31,7 @@ TASK = "t1"
 AUDIT_STREAM = "HIVE_EVENTS"
 BUCKET = "hive-results"
 BUCKET_STREAM = f"OBJ_{BUCKET}"
-JS_DOMAIN = "hive"  # edge.bus.JS_DOMAIN: the hub's JetStream domain, as leaf servers' clients see it
+JS_DOMAIN = "hive"  # edge.options.JS_DOMAIN: the hub's JetStream domain, as leaf servers' clients see it
 
 # who, by role
 COORDINATOR = frozenset({"coordinator"})

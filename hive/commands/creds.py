@@ -15,13 +15,12 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from edge.auth import ensure as ensure_authority
-from edge.auth import issue_user, push_account, revoke_user, users
-from edge.bus import connect
+from edge import auth  # its store loads on first use
 from edge.config import Target, auth_dir, resolve
 from edge.errors import HiveError, Invalid, NotFound
 from hive import render
-from hive.cli import Ca, Data, Json, Server, _client, app, node_app, quiet, run
+from hive.cli import Ca, Data, Json, Server, _client, app, quiet, run
+from hive.commands.services import node_app
 
 user_app = typer.Typer(help="Add and revoke people (client, operator, auditor).", no_args_is_help=True)
 creds_app = typer.Typer(help="Who has credentials.", no_args_is_help=True)
@@ -42,7 +41,7 @@ def _store(data: Path | None) -> Path:
 def _issue(data: Path | None, role: str, name: str, out: Path | None) -> Path:
     store = _store(data)
     try:
-        path = issue_user(store, role, name)
+        path = auth.issue_user(store, role, name)
     except ValueError as exc:
         raise Invalid(str(exc)) from None
     if out is not None:
@@ -55,18 +54,20 @@ def _issue(data: Path | None, role: str, name: str, out: Path | None) -> Path:
 
 async def _revoke(server: str | None, data: Path | None, name: str, ca: Path | None, node: bool) -> dict[str, Any]:
     store = _store(data)
-    known = users(store).get(name)
+    known = auth.users(store).get(name)
     if known is None:
         raise NotFound(f"no credentials for {name!r} in {store}")
     if (known["role"] == "node") != node:
         raise HiveError(f"{name} is a {known['role']}: use `hive {'node' if known['role'] == 'node' else 'user'} revoke`")
-    account_jwt = revoke_user(store, name)
+    account_jwt = auth.revoke_user(store, name)
     target = resolve(server, "operator", data, ca=ca)
-    system = Target(target.url, str(ensure_authority(store).system_creds), target.ca)
+    system = Target(target.url, str(auth.ensure(store).system_creds), target.ca)
+    from edge.bus import connect
+
     nc = await connect(system, "hive-revoke", persistent=False)
     try:
         started = time.monotonic()
-        await push_account(nc, account_jwt)
+        await auth.push_account(nc, account_jwt)
         pushed_s = time.monotonic() - started
     finally:
         await nc.close()
@@ -164,6 +165,6 @@ async def _list(data: Path | None) -> list[dict[str, Any]]:
     store = _store(data)
     return [
         {"name": name, "role": u["role"], "created": u["created"], "revoked": u.get("revoked"), "creds": u["creds"]}
-        for name, u in sorted(users(store).items())
+        for name, u in sorted(auth.users(store).items())
     ]
 

@@ -9,18 +9,16 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import structlog
 import typer
 
 from edge.config import auth_dir, data_dir
 from edge.errors import HiveError
-from hive import logs, render
+from hive import render
 from hive.cli import Ca, Data, app
 
 leaf_app = typer.Typer(help="A leaf server for a remote site; `hive leaf trust` writes its trust file on the hub.")
 app.add_typer(leaf_app, name="leaf")
 
-log = structlog.get_logger("hive.leaf")
 TRUST = "hub-trust.json"
 
 
@@ -48,9 +46,13 @@ def leaf(
     """Run a leaf server: the site's nodes connect to it (`hive node --server nats://127.0.0.1:PORT`)."""
     if ctx.invoked_subcommand is not None:
         return
+    import structlog
+
+    from hive import logs
     from hive.leaf import LeafServer
 
     logs.configure("info")
+    log = structlog.get_logger("hive.leaf")
     if hub is None or creds is None:
         render.err.print("error: hive leaf needs --hub URL and --creds FILE (see `hive leaf --help`)")
         raise typer.Exit(2)

@@ -12,7 +12,6 @@ import msgspec
 import typer
 
 from edge.config import data_dir, resolve
-from events.codec import BadEvent, decode
 from events.subjects import ALL_EVENTS, AUDIT_STREAM, TELEMETRY_STREAM
 from hive import render
 from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
@@ -31,6 +30,7 @@ def events(
     """Print logged events (audit and telemetry), optionally following the log."""
     quiet()
     from edge.logread import read_stream
+    from events.codec import BadEvent, decode
 
     def line(stream: str, seq: int, msg: Any) -> str:
         try:

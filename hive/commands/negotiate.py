@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from hive import render
-from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
+from hive.cli import Ca, Creds, Data, Json, Server, _client, _reader, app, quiet, run
 
 
 def _answer(
@@ -35,10 +35,9 @@ def help_requests(
     as_json: Json = False,
 ) -> None:
     """List help and resource requests waiting for an answer."""
-    quiet()
 
     async def go() -> None:
-        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
+        async with await _reader(server, data, creds=creds, ca=ca) as hive:
             rows = await hive.request("requests", {"all": show_all})
         if as_json:
             render.emit_json(rows)

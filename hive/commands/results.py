@@ -10,18 +10,18 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from nats.js.errors import NotFoundError
-from nats.js.object_store import ObjectStore
 from rich.table import Table
 
 from edge.errors import HiveError
 from events.subjects import RESULTS_BUCKET
 from hive import render
 from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
-from node.results import object_name
+
+if TYPE_CHECKING:
+    from nats.js.object_store import ObjectStore
 
 
 @app.command("results")
@@ -44,6 +44,8 @@ def results(
 async def _results(
     task_id: str, directory: Path, server: str | None, data: Path | None, as_json: bool, creds: Path | None, ca: Path | None
 ) -> None:
+    from nats.js.errors import NotFoundError
+
     async with await _client(server, data, creds=creds, ca=ca) as hive:
         task = await hive.task(task_id)
         outputs: list[dict[str, Any]] = task.get("outputs") or []
@@ -95,6 +97,10 @@ class _HashingWriter:
 
 
 async def _download(store: ObjectStore, task_id: str, output: dict[str, Any], directory: Path) -> dict[str, Any]:
+    from nats.js.errors import NotFoundError
+
+    from node.results import object_name
+
     name = output["name"]
     path = _target(directory, name)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from hive import render
-from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
+from hive.cli import Ca, Creds, Data, Json, Server, _reader, app, run
 
 
 def _member(member: dict[str, Any]) -> str:
@@ -58,10 +58,9 @@ def status_table(stats: dict[str, Any]) -> Table:
 @app.command()
 def status(server: Server = None, creds: Creds = None, ca: Ca = None, data: Data = None, as_json: Json = False) -> None:
     """The cluster at a glance: log position, tasks and nodes by state, rejected events."""
-    quiet()
 
     async def go() -> None:
-        async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
+        async with await _reader(server, data, creds=creds, ca=ca) as hive:
             stats = await hive.request("stats")
         render.emit_json(stats) if as_json else render.out.print(status_table(stats))
 

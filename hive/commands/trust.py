@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
 from edge.errors import HiveError
 from hive import render
-from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
-from hive.client import HiveClient
+from hive.cli import Ca, Creds, Data, Json, Server, _client, _reader, app, quiet, run
+
+if TYPE_CHECKING:
+    from hive.client import HiveClient
 
 # how long a reset waits for the coordinator's projection to show it
 RESET_WAIT_S = 5.0
@@ -38,7 +40,6 @@ def trust(
     as_json: Json = False,
 ) -> None:
     """A node's trust score and group (high >= 80, medium >= 50, else low); --reset sets it."""
-    quiet()
     problem = _check_options(reset, score)
     if problem:
         render.err.print(f"error: {problem}")
@@ -65,8 +66,11 @@ async def _trust(
     creds: Path | None = None,
     ca: Path | None = None,
 ) -> None:
-    # reading is an auditor's right; a reset is an operator's (the client role)
-    async with await _client(server, data, "client" if reset else "auditor", creds=creds, ca=ca) as hive:
+    # reading is an auditor's right; a reset is an operator's (the client role, over nats-py)
+    if reset:
+        quiet()
+    connecting = _client(server, data, "client", creds=creds, ca=ca) if reset else _reader(server, data, creds=creds, ca=ca)
+    async with await connecting as hive:
         report = await hive.request("trust", {"node_id": node_id})
         if reset:
             report = await _reset(hive, node_id, score, max((c["seq"] for c in report["changes"]), default=0))

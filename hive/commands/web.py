@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from edge.auth import users
+from edge import auth  # its store loads on first use
 from edge.config import PERSON_ROLES, auth_dir, data_dir
-from hive import logs, render
+from hive import render
 from hive.cli import Ca, Creds, Data, Server, app, serve
 
 DEFAULT_PORT = 8222
@@ -33,6 +33,7 @@ def web(
     """Run the web dashboard and its REST API (a service of its own)."""
     if ctx.invoked_subcommand is not None:
         return
+    from hive import logs
     from hive.web.app import serve as serve_web
 
     logs.configure(log_level)
@@ -57,7 +58,7 @@ def login_url(directory: Path, name: str, ttl_s: float, base: str) -> str:
     from hive.web.auth import load_secret, sign
 
     store = auth_dir(directory)
-    known = users(store).get(name) if (store / "users.json").exists() else None
+    known = auth.users(store).get(name) if (store / "users.json").exists() else None
     if known is None:
         render.err.print(f"error: no person {name!r} in {store} (add one: `hive user add {name}`)")
         raise typer.Exit(2)

@@ -230,8 +230,11 @@ class DockerExecutor:
         return report
 
     async def _attach_and_start(self, container: Container, reader: _Reader) -> asyncio.Task[None]:
-        """Attach before starting, as ``docker run`` does, so that no early output is missed."""
-        frames = await asyncio.to_thread(container.attach, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+        """Attach before starting, as ``docker run`` does, so that no early output is missed.
+        Not with ``logs``: the daemon attaches the live streams before it answers, then
+        replays the log; a container that has written by then is read twice (seen in CI:
+        every line of a quick task twice)."""
+        frames = await asyncio.to_thread(container.attach, stdout=True, stderr=True, stream=True, logs=False, demux=True)
         # the stream ends when the container stops or is removed
         reading = asyncio.create_task(asyncio.to_thread(_consume, reader, frames))
         self._background.add(reading)  # kept until it ends, even when the attempt is stopped

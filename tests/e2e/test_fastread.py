@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
-from edge import fastread
+from edge import fastread, wire
 from edge.auth import issue_user, jwt, keys, push_account, revoke_user
 from edge.bus import delivery
 from edge.config import Target, auth_dir, resolve
@@ -195,12 +195,11 @@ async def test_refusals_are_one_error_not_a_hang(server: Server, log: Client) ->
     await sys_nc.close()
     cases.append((Target(server.url, str(gone)), Unreachable, "refused the credentials"))
     for t, kind, text in cases:
-        started = time.monotonic()
         with pytest.raises(kind) as info:
             await lean(t, STREAM)
         assert text in str(info.value), (t.creds, str(info.value))
         assert "\n" not in str(info.value)
-        assert time.monotonic() - started < fastread.REQUEST_S + 1
+        assert not isinstance(info.value, wire.NoReply)  # refused, not waited out
 
 
 @pytest.mark.asyncio(loop_scope="module")

@@ -20,8 +20,8 @@ import nats
 import pytest
 
 from edge.auth import ensure
-from edge.bus import JS_DOMAIN, credentials
 from edge.config import CA_FILE, Target, auth_dir
+from edge.options import JS_DOMAIN, credentials
 from events.codec import decode
 from events.subjects import AUDIT_STREAM
 from hive.client import HiveClient

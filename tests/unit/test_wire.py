@@ -1,4 +1,4 @@
-"""The lean reader's frame parser on hand-made frames (the e2e test reads a real server):
+"""The lean connection's frame parser (edge.wire) on hand-made frames (the e2e test reads a real server):
 frames split at every byte, status messages answered, a dropped delivery noticed."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge import fastread
+from edge import wire
 from edge.config import Target
 
 
@@ -19,8 +19,8 @@ class Writer:
         self.sent += data
 
 
-def conn() -> fastread._Conn:
-    c = fastread._Conn(Target("nats://127.0.0.1:1"), None, Writer())  # type: ignore[arg-type]  # no I/O here
+def conn() -> wire.Conn:
+    c = wire.Conn(Target("nats://127.0.0.1:1"), None, Writer())  # type: ignore[arg-type]  # no I/O here
     c.dsid = b"1"
     return c
 
@@ -38,7 +38,7 @@ def status(text: str, reply: str = "", extra: str = "") -> bytes:
     return f"HMSG _INBOX.u.x.d1 1 {reply} {len(head)} {len(head)}\r\n".replace("  ", " ").encode() + head + b"\r\n"
 
 
-def stream() -> tuple[bytes, list[fastread.Record]]:
+def stream() -> tuple[bytes, list[wire.Record]]:
     frames, want = [b"PING\r\n"], []
     for i in range(1, 8):
         data = bytes([i]) * (i * 37) + b"\r\n MSG x"  # a payload that looks like frames
@@ -68,7 +68,7 @@ def test_frames_split_anywhere(cut: int) -> None:
 def test_a_dropped_delivery_is_a_gap() -> None:
     c = conn()
     c.buf = delivery(1, 1, 5, b"a") + delivery(3, 3, 3, b"c")
-    with pytest.raises(fastread._Gap):
+    with pytest.raises(wire.Gap):
         c.parse()
     assert [r[0] for r in c.out] == [1]
 
@@ -76,5 +76,5 @@ def test_a_dropped_delivery_is_a_gap() -> None:
 def test_a_status_that_ends_the_read() -> None:
     c = conn()
     c.buf = status("409 Consumer Deleted")
-    with pytest.raises(fastread.HiveError, match="409 Consumer Deleted"):
+    with pytest.raises(wire.HiveError, match="409 Consumer Deleted"):
         c.parse()
