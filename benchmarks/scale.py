@@ -137,8 +137,10 @@ class Watcher:
         self.submitted: dict[str, float] = {}
         self.assigned: dict[str, float] = {}
         self.lost: dict[str, float] = {}
+        self.seen: dict[str, float] = {}  # when a submission reached this subscriber (as the coordinator)
 
     async def on_msg(self, msg: Msg) -> None:
+        arrived = time.time()
         try:
             event = decode(msg.data)
         except BadEvent:
@@ -148,6 +150,8 @@ class Watcher:
             self.lost.setdefault(event.node_id, event.ts)  # type: ignore[attr-defined]
         elif kind == "task" and verb in ("submitted", "assigned"):
             getattr(self, verb).setdefault(event.task_id, event.ts)  # type: ignore[attr-defined]
+            if verb == "submitted":
+                self.seen.setdefault(event.task_id, arrived)  # type: ignore[attr-defined]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -233,6 +237,13 @@ async def bench(args: argparse.Namespace, server: Server, coord: Coordinator, si
             result["placements_per_s"] = round(len(placed) / max(1e-9, t1 - first), 1)
             # where the time goes: the client stamping submissions, then the first assignment
             result["first_assigned_ms"] = round(1000 * (min(watcher.assigned[t] for t in placed) - first), 1)
+            # split: the submission's way to a subscriber, then the coordinator's part (to the decision)
+            way = [(watcher.seen[t] - watcher.submitted[t]) * 1000 for t in placed if t in watcher.seen]
+            own = [(watcher.assigned[t] - watcher.seen[t]) * 1000 for t in placed if t in watcher.seen]
+            result["to_subscriber_p50_ms"] = round(percentile(way, 50), 1)
+            result["to_subscriber_p99_ms"] = round(percentile(way, 99), 1)
+            result["coordinator_p50_ms"] = round(percentile(own, 50), 1)
+            result["coordinator_p99_ms"] = round(percentile(own, 99), 1)
         result["submit_span_ms"] = round(1000 * (max(watcher.submitted.get(t, first) for t in ids) - first), 1)
         print(f"so far: {json.dumps(result)}", file=sys.stderr, flush=True)
         await asyncio.sleep(1.0)

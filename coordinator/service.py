@@ -256,21 +256,32 @@ class Coordinator:
         if batch:
             self._release_waiters()
             self.unflushed += len(batch)
-        if self.unflushed and (self.unflushed >= FLUSH_EVENTS or time.monotonic() - self.flushed_at >= FLUSH_S):
-            # batching rows across loop rounds: each task's row is written once per flush,
-            # not once per event; a crash loses only what replay from the checkpoint restores
-            finished = []
-            for task_id in state.dirty_tasks:  # oldest change first: `tasks` since a position is a suffix
-                self.changed.pop(task_id, None)
-                self.changed[task_id] = state.seq
-                if state.tasks[task_id].state in TERMINAL:
-                    finished.append(task_id)
-            # bounded: a reader from before the floor is told to start again (views.task_page)
-            self.changed_floor = views.forget_oldest(self.changed, CHANGED_MAX, self.changed_floor)
-            await self.store.flush(state)
-            self.unflushed, self.flushed_at = 0, time.monotonic()
-            state.finished_order.extend(finished)  # flushed now, so they may leave memory
-            state.evict(self.keep_finished)
+        try:
+            await self._decide(publisher)
+        finally:
+            # after deciding: what this batch calls for goes out without waiting for SQLite
+            if self.unflushed and (self.unflushed >= FLUSH_EVENTS or time.monotonic() - self.flushed_at >= FLUSH_S):
+                await self._flush()
+
+    async def _flush(self) -> None:
+        # batching rows across loop rounds: each task's row is written once per flush,
+        # not once per event; a crash loses only what replay from the checkpoint restores
+        state = self.core.state
+        finished = []
+        for task_id in state.dirty_tasks:  # oldest change first: `tasks` since a position is a suffix
+            self.changed.pop(task_id, None)
+            self.changed[task_id] = state.seq
+            if state.tasks[task_id].state in TERMINAL:
+                finished.append(task_id)
+        # bounded: a reader from before the floor is told to start again (views.task_page)
+        self.changed_floor = views.forget_oldest(self.changed, CHANGED_MAX, self.changed_floor)
+        await self.store.flush(state)
+        self.unflushed, self.flushed_at = 0, time.monotonic()
+        state.finished_order.extend(finished)  # flushed now, so they may leave memory
+        state.evict(self.keep_finished)
+
+    async def _decide(self, publisher: Publisher) -> None:
+        state = self.core.state
         if state.seq < self.caught_up_to:
             return  # decide only on a state that has seen the whole log
         if self.keeper is None:
