@@ -5,10 +5,8 @@ read command (that only needs subjects) should not pay."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from events.base import Event, Resources, new_id
+from events.lazy import attributes
 from events.negotiation import (
     GuidanceGiven,
     HelpRequested,
@@ -76,13 +74,8 @@ __all__ = [
     "new_id",
 ]
 
-_LAZY = {"AnyEvent": "events.codec", "BadEvent": "events.validation", "decode": "events.codec", "encode": "events.codec"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'events' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = attributes(
+    "events",
+    {"AnyEvent": "events.codec", "BadEvent": "events.validation", "decode": "events.codec", "encode": "events.codec"},
+    globals(),
+)

@@ -8,8 +8,7 @@ holds the permission templates as data, ``store`` keeps it all in a directory.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from events.lazy import attributes
 
 __all__ = [
     "ROLES",
@@ -25,13 +24,8 @@ __all__ = [
 ]
 
 # loaded on first use: edge.auth.jwt (all a connection needs) should not load the store
-_LAZY = {name: "edge.auth.roles" if name in ("ROLES", "TEMPLATES") else "edge.auth.store" for name in __all__}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edge.auth' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = attributes(
+    "edge.auth",
+    {name: "edge.auth.roles" if name in ("ROLES", "TEMPLATES") else "edge.auth.store" for name in __all__},
+    globals(),
+)
