@@ -231,9 +231,8 @@ class DockerExecutor:
 
     async def _attach_and_start(self, container: Container, reader: _Reader) -> asyncio.Task[None]:
         """Attach before starting, as ``docker run`` does, so that no early output is missed.
-        Not with ``logs``: the daemon attaches the live streams before it answers, then
-        replays the log; a container that has written by then is read twice (seen in CI:
-        every line of a quick task twice)."""
+        Not with ``logs`` (most clients leave it off): with it, a quick container's whole
+        output once came back twice, from the live stream and from the log's replay."""
         frames = await asyncio.to_thread(container.attach, stdout=True, stderr=True, stream=True, logs=False, demux=True)
         # the stream ends when the container stops or is removed
         reading = asyncio.create_task(asyncio.to_thread(_consume, reader, frames))
