@@ -264,6 +264,18 @@ async def bench(args: argparse.Namespace, server: Server, coord: Coordinator, si
             result["hive_nodes_s"], result["hive_nodes_count"] = round(time.perf_counter() - asked, 2), len(listed)
         except Exception as exc:
             result["hive_nodes_s"], result["hive_nodes_error"] = None, str(exc)[:200]
+        # the command itself, a process of its own (the lean reader, pages of 1,000)
+        asked = time.perf_counter()
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hive", "nodes", "--json", env=server.env(), cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await cli.communicate()
+        result["hive_nodes_cli_s"] = round(time.perf_counter() - asked, 2)
+        if cli.returncode == 0:
+            result["hive_nodes_cli_count"] = len(json.loads(out))
+        else:
+            result["hive_nodes_cli_error"] = err.decode(errors="replace")[-200:]
 
         # a dead node
         victim = f"{sims[0].prefix}-00003"
