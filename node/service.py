@@ -28,24 +28,23 @@ from edge.bus import Publisher, connect, delivery, follow
 from edge.config import Target
 from edge.logread import read_stream
 from events.base import Event, Resources
-from events.codec import BadEvent, check_outgoing, decode, encode
-from events.limits import BLOCK_MAX, clip
+from events.codec import BadEvent, decode, encode
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
 from events.node import NodeDrained, NodeHeartbeat, NodeLost, NodeRegistered
 from events.subjects import AUDIT_STREAM, as_id, node_filter, node_inbox_filter, subject_for
-from events.task import TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed, TaskReassigned, TaskStarted
+from events.task import TaskAssigned, TaskCancelled, TaskFailed, TaskReassigned
 from node import handlers
+from node.attempts import Attempts
 from node.cadence import Cadence
-from node.context import Outcome, TaskContext
+from node.context import Outcome
 from node.executors import Executor
 from node.executors.function import FunctionExecutor
 from node.executors.process import ProcessExecutor
 from node.negotiation import Negotiator
 from node.reaper import Reaper
 from node.resources import fingerprint, gpu_usage, offered, utilisation
-from node.results import upload_outputs
 from node.settings import NodeSettings
-from node.state import LocalState, LocalTask, NodeLocal, apply
+from node.state import LocalState, NodeLocal, apply
 from node.store import NodeStore
 
 log = structlog.get_logger("hive.node")
@@ -60,7 +59,7 @@ def default_node_id() -> str:
     return host or f"node-{os.getpid()}"
 
 
-class Node(Negotiator):
+class Node(Attempts, Negotiator):
     def __init__(self, target: Target, settings: NodeSettings, http_port: int | None = None) -> None:
         self.http_port = http_port  # /health and /metrics (node/observe.py); None: off
         self.observer: Any = None  # node.observe.NodeObserver, told of each event this node writes
@@ -306,109 +305,6 @@ class Node(Negotiator):
         elif isinstance(event, NodeLost) and self.local.lost_at > self.registered_at:
             log.warning("declared lost by the coordinator; registering again")
             await self._register()
-
-    def _start(self, task: LocalTask) -> None:
-        key = (task.task_id, task.attempt)
-        if key not in self.running:
-            self.running[key] = asyncio.create_task(self._run_attempt(task))
-
-    def _stop(self, task_id: str, attempt: int) -> None:
-        job = self.running.get((task_id, attempt))
-        if job is not None:
-            log.info("stopping task", task_id=task_id, attempt=attempt)
-            job.cancel()
-
-    async def _run_attempt(self, task: LocalTask) -> None:
-        structlog.contextvars.bind_contextvars(task_id=task.task_id, attempt=task.attempt)
-        spec = task.spec
-        need = spec.resources
-        try:
-            executor = self.executors.get(spec.executor)
-            if executor is None or not need.fits_in(self.capacity - self.allocated):
-                why = f"executor {spec.executor} not offered" if executor is None else "not enough free resources"
-                outcome = Outcome.failure(f"node {self.node_id} cannot run it: {why}", reason="unrunnable")
-                await self._finish(task, outcome, 0.0)
-                return
-            self.allocated = self.allocated + need
-            try:
-                await self._execute(task, executor)
-            finally:
-                self.allocated = self.allocated - need - self.extra.pop((task.task_id, task.attempt), Resources())
-                self.forced.pop((task.task_id, task.attempt), None)
-        finally:
-            self.running.pop((task.task_id, task.attempt), None)
-            self.wake.set()
-
-    async def _execute(self, task: LocalTask, executor: Executor) -> None:
-        spec = task.spec
-        workspace = self.workdir / f"{task.task_id}-{task.attempt}"
-        ctx = TaskContext(
-            task_id=task.task_id,
-            attempt=task.attempt,
-            node_id=self.node_id,
-            spec=spec,
-            workspace=workspace,
-            gpus=task.gpus,
-            emit_telemetry=self._telemetry,
-            emit=self._report,
-            ask=self._ask,
-            reaper=self.reaper,
-        )
-        await self._report(
-            TaskStarted(task_id=task.task_id, node_id=self.node_id, attempt=task.attempt, emitter=self.emitter)
-        )
-        started = time.monotonic()
-        try:
-            if spec.timeout_s:
-                outcome = await asyncio.wait_for(executor.run(ctx), spec.timeout_s)
-            else:
-                outcome = await executor.run(ctx)
-        except TimeoutError:
-            outcome = Outcome.failure(f"timed out after {spec.timeout_s:g}s", reason="timeout")
-        except asyncio.CancelledError:
-            forced = self.forced.get((task.task_id, task.attempt))
-            if forced is None:
-                log.info("task stopped", task_id=task.task_id)
-                return  # the coordinator already recorded why (cancelled or reassigned)
-            outcome = forced
-        except Exception as exc:  # an executor bug must not take the node down
-            log.exception("executor failed")
-            outcome = Outcome.failure(f"executor error: {type(exc).__name__}: {exc}")
-        if outcome.ok and ctx.workspace_used:
-            outcome.outputs = await upload_outputs(self.js, task.task_id, workspace / "out")
-        await self._finish(task, outcome, time.monotonic() - started)
-
-    async def _finish(self, task: LocalTask, outcome: Outcome, duration: float) -> None:
-        common: dict[str, Any] = {
-            "task_id": task.task_id,
-            "node_id": self.node_id,
-            "attempt": task.attempt,
-            "emitter": self.emitter,
-            "exit_code": outcome.exit_code,
-            "duration_s": round(duration, 6),
-            "stdout": outcome.stdout,
-            "stderr": outcome.stderr,
-        }
-        if outcome.ok:
-            event: Event = TaskCompleted(
-                result=outcome.result, outputs=outcome.outputs, skipped=outcome.skipped, **common
-            )
-            log.info("task completed", task_id=task.task_id, duration_s=round(duration, 3))
-        else:
-            event = TaskFailed(
-                error=clip(outcome.error), details=outcome.details[-BLOCK_MAX:], reason=outcome.reason, **common  # type: ignore[arg-type]
-            )
-            log.info("task failed", task_id=task.task_id, error=outcome.error[:300], reason=outcome.reason)
-        try:
-            data = check_outgoing(event)
-        except BadEvent as exc:
-            # e.g. a result over the size limit: the readers would refuse the report and the
-            # task would wait forever, so the attempt fails, with the reason, instead
-            log.warning("the attempt's report breaks the event rules; reporting a failure", error=str(exc)[:300])
-            common.update(stdout=outcome.stdout[-BLOCK_MAX:], stderr=outcome.stderr[-BLOCK_MAX:])
-            event = TaskFailed(error=clip(f"the attempt's report was refused: {exc}"), reason="error", **common)
-            data = None
-        await self._report(event, data)
 
     async def _report(self, event: Event, data: bytes | None = None) -> None:
         await self.publisher.publish_reliably(event, data=data)
