@@ -8,8 +8,8 @@ workload, and on Ctrl-C/SIGTERM stops nodes, coordinator and server, in that ord
 It also supervises them: a child (or the embedded nats-server) that dies is restarted
 with backoff, a node that exits 0 has drained and is let go, and a child that crashes
 right after starting, again and again, is given up on (the whole cluster stops, exit 1,
-unless it was a node). The decisions are the pure ``decide``; ``Cluster._watch`` only
-polls processes and keeps the schedule of due restarts.
+unless it was a node). The decisions are the pure ``hive.restarts.decide``;
+``Cluster._watch`` only polls processes and keeps the schedule of due restarts.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from edge.auth import ensure as ensure_authority
 from edge.auth.tls import TlsFiles
@@ -35,61 +35,11 @@ from edge.errors import HiveError
 from events.streams import ensure_streams
 from hive import render
 from hive.children import tied_to_parent
+from hive.restarts import History, RestartPolicy, decide
 from hive.server import EmbeddedCluster, EmbeddedServer
 
 SERVER = "nats-server"  # the one embedded server; in a cluster nats-server-1..N
 ROUTE_PORT_OFFSET = 2000  # a cluster's route ports: client port + 2000 (4222 -> 6222)
-
-
-# -- the decisions (pure) -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    first_delay: float = 0.5  # then 1, 2, 4 ... seconds
-    max_delay: float = 10.0
-    stable_after: float = 30.0  # up this long: the next restart waits first_delay again
-    crash_window: float = 10.0  # an exit this soon after the start is a crash at start
-    crash_limit: int = 3  # that many in a row: give up
-
-
-@dataclass(frozen=True)
-class History:
-    """What one child's past exits leave behind for the next decision."""
-
-    restarts: int = 0  # restarts since the child last stayed up `stable_after`
-    quick_exits: int = 0  # exits in a row, each within `crash_window` of its start
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Literal["restart", "give_up", "leave"]
-    history: History
-    at: float = 0.0  # when to restart (monotonic clock)
-    delay: float = 0.0
-
-
-def decide(
-    code: int | None,
-    started: float,
-    now: float,
-    history: History,
-    *,
-    may_leave: bool = False,
-    policy: RestartPolicy = RestartPolicy(),
-) -> Decision:
-    """A child started at ``started`` exited with ``code`` (None: it did not even start)
-    at ``now``: restart it (when), give up on it, or let it go (``may_leave`` and code 0:
-    a node that drained)."""
-    if may_leave and code == 0:
-        return Decision("leave", History())
-    uptime = now - started
-    quick = history.quick_exits + 1 if uptime < policy.crash_window else 0
-    restarts = 0 if uptime >= policy.stable_after else history.restarts
-    if quick >= policy.crash_limit:
-        return Decision("give_up", History(restarts, quick))
-    delay = min(policy.first_delay * 2**restarts, policy.max_delay)
-    return Decision("restart", History(restarts + 1, quick), at=now + delay, delay=delay)
 
 
 class CrashLoop(Exception):

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from hive.restarts import History, RestartPolicy, decide
 from hive.server import free_port
-from hive.up import History, RestartPolicy, decide
 
 # -- the pure decisions -------------------------------------------------------------------
 
