@@ -46,6 +46,10 @@ class NoReply(Unreachable):
     """A request nobody answered in time."""
 
 
+class Stalled(Unreachable):
+    """Nothing at all came from the server in the time allowed."""
+
+
 class Gap(Exception):
     """A delivery was skipped (the server dropped it): read again from the next sequence."""
 
@@ -85,7 +89,7 @@ class Conn:
         except asyncio.IncompleteReadError:
             chunk = b""
         except TimeoutError:
-            raise Unreachable(f"{explain(self.target, 'no answer')}: nothing received in {timeout:.0f}s") from None
+            raise Stalled(f"{explain(self.target, 'no answer')}: nothing received in {timeout:.0f}s") from None
         except (OSError, ssl.SSLError) as exc:
             raise Unreachable(explain(self.target, str(exc) or type(exc).__name__)) from None
         if not chunk:
@@ -123,7 +127,10 @@ class Conn:
                 break
             if loop.time() > deadline:
                 raise NoReply(f"{explain(self.target, 'no reply')}: {subject} unanswered in {timeout:.0f}s")
-            await self.fill(max(0.01, deadline - loop.time()))
+            try:
+                await self.fill(max(0.01, deadline - loop.time()))
+            except Stalled:  # a quiet server until the deadline: nobody answered (checked above)
+                continue
         return self.replies.pop(key)
 
     async def request(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from events.node import NodeDrainRequested
 from events.subjects import api_subject, subject_for, task_filter, valid_id
 from events.task import TaskCancelRequested, TaskSpec, TaskSubmitted
 from events.validation import spec_problem
-from hive.reads import HISTORY_STREAMS, NODES_PAGE, History, all_nodes, answer, no_answer
+from hive.reads import HISTORY_STREAMS, NODES_PAGE, History, all_nodes, answer, no_answer, refused
 
 TERMINAL = ("completed", "failed", "cancelled")
 ENDING_VERBS = frozenset({"completed", "failed", "cancelled"})
@@ -61,15 +61,15 @@ class HiveClient:
         tells the error callback; the publish itself would wait for its timeout)."""
         self.refusals.seen.clear()
         task = asyncio.ensure_future(work)
-        refused = asyncio.ensure_future(self.refusals.seen.wait())
+        refusal = asyncio.ensure_future(self.refusals.seen.wait())
         try:
-            await asyncio.wait([task, refused], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([task, refusal], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            refused.cancel()
+            refusal.cancel()
         if not task.done():
             task.cancel()
             subject = self.refusals.last.rsplit(" ", 1)[-1].strip('"')
-            raise Denied(f"the server refused {what} from {self.user}: its role may not publish on {subject}")
+            raise refused(what, self.user, subject)
         return task.result()
 
     @classmethod

@@ -1,7 +1,7 @@
 """Asking the coordinator: the ``hiveapi`` request-reply verbs the read commands use.
 
 ``HiveClient.request`` asks over nats-py. The read commands (``hive status``, ``nodes``,
-``tasks``, ``requests``, ``trust``) ask through ``Reader``, on the lean connection of
+``tasks``, ``task``, ``help-requests``, ``trust``) ask through ``Reader``, on the lean connection of
 ``edge.wire``: a read needs one request and its reply, and loading nats-py would cost
 about 65 ms of the 250 ms a read command may take. Both read replies with ``answer`` and
 page nodes with ``all_nodes``, so they cannot drift apart.
@@ -40,8 +40,8 @@ def no_answer(verb: str, user: str) -> Unreachable:
     return Unreachable(f"no coordinator answered {verb} (is `hive coordinator` running? may {user} ask for it?)")
 
 
-def refused(verb: str, user: str, subject: str) -> Denied:
-    return Denied(f"the server refused the request {verb!r} from {user}: its role may not publish on {subject}")
+def refused(what: str, user: str, subject: str) -> Denied:
+    return Denied(f"the server refused {what} from {user}: its role may not publish on {subject}")
 
 
 async def all_nodes(ask: Callable[[dict[str, Any]], Awaitable[Any]], page: int = NODES_PAGE) -> list[dict[str, Any]]:
@@ -109,7 +109,7 @@ class Reader:
         try:
             data = await self.conn.ask(subject, json.dumps(body or {}).encode(), timeout)
         except Denied:
-            raise refused(verb, self.user, subject) from None
+            raise refused(f"the request {verb!r}", self.user, subject) from None
         except NoReply:
             raise no_answer(verb, self.user) from None
         if data is None:  # no responders: no coordinator leads right now

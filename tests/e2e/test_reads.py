@@ -8,9 +8,12 @@ import json
 import subprocess
 import sys
 
+import nats
 import pytest
+from nats.aio.msg import Msg
 
 from edge.errors import Denied, HiveError, NotFound, Unreachable
+from events.subjects import api_subject
 from events.task import TaskSpec
 from hive.client import HiveClient
 from hive.reads import Reader
@@ -56,6 +59,25 @@ async def test_no_coordinator_is_one_clear_error(fresh_server: Server) -> None:
     done = hive(fresh_server, "status")
     assert done.returncode == 2 and done.stderr.startswith("error: no coordinator answered stats"), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_a_coordinator_that_never_answers_is_no_answer(fresh_server: Server) -> None:
+    # a subscriber on the coordinator's subjects that stays silent: the request waits out its
+    # timeout on a quiet connection, and says nobody answered (not that NATS is unreachable)
+    silent = await nats.connect(fresh_server.url, **fresh_server.options("coordinator", "coordinator"))
+    try:
+        await silent.subscribe(api_subject("*", "*"), cb=_ignore)
+        await silent.flush()
+        async with await reader(fresh_server) as lean:
+            with pytest.raises(Unreachable, match="no coordinator answered stats") as info:
+                await lean.request("stats", timeout=1.0)
+            assert "cannot reach" not in str(info.value)
+    finally:
+        await silent.close()
+
+
+async def _ignore(msg: Msg) -> None:
+    pass
 
 
 def test_read_commands_load_neither_nats_py_nor_structlog(nats_server: Server, cluster: dict[str, Proc]) -> None:
