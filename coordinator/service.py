@@ -1,9 +1,10 @@
 """The coordinator's asyncio shell: log in, projection out, decisions back to the log.
 
-One loop: take the messages the ordered consumer delivered since last time, decode and
+One loop: take the messages the log's follower (``edge.follow``) delivered since last time, decode and
 fold them into the core, write the dirty rows plus the checkpoint in one SQLite
 transaction, then (once caught up with the log) ask the core for decisions and publish
-them pipelined. Heartbeats arrive on core NATS and only feed liveness. Queries are
+them pipelined. Heartbeats arrive on core NATS, on the follower's connection, and only
+feed liveness. Queries are
 answered from memory over request-reply (``hiveapi.*``), and from the rows for the
 finished tasks evicted from memory (``keep_finished`` of them stay).
 """
@@ -19,7 +20,6 @@ from typing import Any
 
 import msgspec
 import structlog
-from nats.aio.msg import Msg
 
 from coordinator import views
 from coordinator.api import Api
@@ -30,8 +30,10 @@ from coordinator.looplag import LoopLag
 from coordinator.policies import DEFAULT, PolicyConfig
 from coordinator.state import TERMINAL, ClusterState, TrustPolicy
 from coordinator.store import ProjectionStore, RowReader
-from edge.bus import Publisher, connect, delivery, follow
+from edge.bus import Publisher, connect
 from edge.config import Target
+from edge.follow import Follower
+from edge.wire import Record
 from events.base import Event
 from events.codec import BadEvent, decode
 from events.node import LeaderElected, NodeHeartbeat, TrustPolicySet
@@ -81,7 +83,7 @@ class Coordinator:
         self.config = config or CoreConfig()
         self.trust = trust or TrustPolicy()
         self.tick_s = tick_s
-        self.inbox: list[Msg] = []
+        self.inbox: list[Record] = []
         self.wake = asyncio.Event()
         self.caught_up_to = 0
         self.rejects = RejectLog()
@@ -116,9 +118,17 @@ class Coordinator:
         self.store = store
         publisher = Publisher(js)
         log.info("coordinator starting", checkpoint=state.seq, log_end=self.caught_up_to, tasks=len(state.tasks))
-        await nc.subscribe(heartbeat_filter(), cb=self._on_heartbeat)
         self.api = Api(self, nc)
-        await follow(js, AUDIT_STREAM, self._on_msg, start_seq=state.seq + 1)
+        follower = Follower(
+            self.target,
+            AUDIT_STREAM,
+            self._on_records,
+            start_seq=state.seq + 1,
+            subs={heartbeat_filter(): self._on_heartbeats},
+            name="hive-coordinator-log",
+            on_reconnect=self._reconnected,
+        )
+        await follower.start()
         self.publisher = publisher
         lease_task: asyncio.Future[None] | None = None
         lag_task = asyncio.ensure_future(self.lag.run())
@@ -158,6 +168,7 @@ class Coordinator:
                 log.info("stepped down (stopping)", term=self.term)
             if self.unflushed:
                 await store.flush(self.core.state)
+            await follower.close()
             reader.close()
             await store.close()
             await nc.close()
@@ -229,27 +240,28 @@ class Coordinator:
         # heartbeats could not arrive while we were cut off: give nodes a grace period
         self.core.grace(time.time())
 
-    async def _on_msg(self, msg: Msg) -> None:
-        self.inbox.append(msg)
+    def _on_records(self, records: list[Record]) -> None:
+        self.inbox.extend(records)
         self.wake.set()
 
-    async def _on_heartbeat(self, msg: Msg) -> None:
-        try:
-            beat = decode(msg.data, msg.subject)
-        except BadEvent:
-            return  # telemetry: nothing to record, nothing to keep alive
-        if isinstance(beat, NodeHeartbeat) and beat.node_id in self.core.state.nodes:
-            self.core.heartbeat(beat.node_id, time.time())
-            self.live[beat.node_id] = beat
+    def _on_heartbeats(self, messages: list[tuple[str, bytes]]) -> None:
+        nodes, now = self.core.state.nodes, time.time()
+        for subject, data in messages:
+            try:
+                beat = decode(data, subject)
+            except BadEvent:
+                continue  # telemetry: nothing to record, nothing to keep alive
+            if isinstance(beat, NodeHeartbeat) and beat.node_id in nodes:
+                self.core.heartbeat(beat.node_id, now)
+                self.live[beat.node_id] = beat
 
     async def _step(self, publisher: Publisher) -> None:
         batch, self.inbox = self.inbox, []
         state = self.core.state
-        for msg in batch:
-            seq, _, stamp = delivery(msg)
+        for seq, subject, data, stamp in batch:
             if seq <= state.seq:
                 continue  # redelivered after a reconnect; already applied
-            rejection = take(state, self.fold, msg.data, msg.subject, seq, stamp)
+            rejection = take(state, self.fold, data, subject, seq, stamp)
             if rejection is not None:
                 self._reject(rejection)
         self.rejects.tick(time.monotonic())

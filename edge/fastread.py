@@ -97,7 +97,7 @@ async def _read(
     while start <= stop:
         if conn.consumers > RESTARTS:
             raise HiveError(f"reading stream {stream}: deliveries kept being dropped ({RESTARTS} restarts)")
-        name, pending = await _create(conn, stream, filters, start)
+        name, pending = await create_consumer(conn, stream, filters, start)
         if name is None:
             break
         try:
@@ -111,7 +111,13 @@ async def _read(
     return conn.handed
 
 
-async def _create(conn: Conn, stream: str, filters: list[str] | None, start: int) -> tuple[str | None, int]:
+async def create_consumer(
+    conn: Conn, stream: str, filters: list[str] | None, start: int
+) -> tuple[str | None, int]:
+    """A push consumer of ``stream`` from ``start`` delivering to this connection (its
+    deliveries become ``conn.out``): its name and what it has pending, or (None, 0) where
+    there is nothing to read (no such stream, a filter outside it); raises ``HiveError``
+    with the server's reason for anything else."""
     # a fresh deliver subject each time: what a dropped consumer still had in flight goes nowhere
     conn.consumers += 1
     conn.dsid = str(conn.consumers).encode()

@@ -76,6 +76,8 @@ class Conn:
         self.last_seq = 0  # the stream sequence of the last record handed on
         self.handed = 0
         self.need = 0  # the length of a frame only partly here
+        # core subscriptions by sid (edge.follow): their (subject, payload) messages, not yet handed on
+        self.subs: dict[bytes, list[tuple[str, bytes]]] = {}
 
     # -- I/O ------------------------------------------------------------------------
 
@@ -178,7 +180,9 @@ class Conn:
                 reply = parts[3] if len(parts) == (6 if op == b"HMSG" else 5) else b""
                 if sid == self.dsid:
                     if hlen and buf[start + 8 : start + 9] == b" ":  # "NATS/1.0 100 ...": a status
-                        self.status(buf[start : start + hlen], reply)
+                        if self.status(buf[start : start + hlen], reply):
+                            self.pos, self.pending = pos, pending
+                            raise Gap
                         continue
                     tokens = reply.split(b".")
                     if len(tokens) == 9:
@@ -195,6 +199,8 @@ class Conn:
                         self.replies[parts[1]] = None  # no responders
                     else:
                         self.replies[parts[1]] = buf[start + hlen : start + size]
+                elif (box := self.subs.get(sid)) is not None:
+                    box.append((parts[1].decode(), buf[start + hlen : start + size]))
                 continue
             line = buf[pos:eol]
             pos = eol + 2
@@ -210,20 +216,26 @@ class Conn:
         self.pos = pos
         self.pending = pending
 
-    def status(self, header: bytes, reply: bytes) -> None:
+    def status(self, header: bytes, reply: bytes) -> bool:
         """A status message on the deliver subject: flow control or a heartbeat, answered
         as nats-py does (an empty publish to the FC subject, or to the one a heartbeat names
-        in ``Nats-Consumer-Stalled``); anything else ends the read."""
+        in ``Nats-Consumer-Stalled``); anything else ends the read. True: the heartbeat
+        says the consumer delivered more than we got (``Nats-Last-Consumer``), so the last
+        deliveries were dropped, which no later delivery would reveal on a quiet stream."""
         code = header[9:12]
         if code == b"100":
             if reply:
                 self.pub(reply.decode())
-            else:
-                for line in header.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"nats-consumer-stalled" and value.strip():
-                        self.pub(value.strip().decode())
-            return
+                return False
+            gap = False
+            for line in header.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name, value = name.strip().lower(), value.strip()
+                if name == b"nats-consumer-stalled" and value:
+                    self.pub(value.decode())
+                elif name == b"nats-last-consumer" and value.isdigit():
+                    gap = int(value) > self.delivered
+            return gap
         first = header.split(b"\r\n", 1)[0].decode("utf-8", "replace")
         raise HiveError(f"the server ended the read: {first}")
 

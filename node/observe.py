@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from edge.health import Check, HttpServer, add_routes
 from events.base import Event
 from events.node import NodeHeartbeat
+from events.subjects import AUDIT_STREAM
 from events.task import TaskCompleted, TaskFailed
 
 if TYPE_CHECKING:
@@ -92,11 +93,11 @@ class NodeObserver:
     async def check_consuming(self) -> tuple[bool, str]:
         node = self.node
         consumer = getattr(node, "consumer", None)
-        if consumer is None:
+        if consumer is None or consumer.consumer is None:
             return False, "the live consumer of the log is not started yet"
         if not node.nc.is_connected:
             return False, "not connected to NATS"
-        info = await asyncio.wait_for(consumer.consumer_info(), NATS_TIMEOUT_S)
+        info = await asyncio.wait_for(node.js.consumer_info(AUDIT_STREAM, consumer.consumer), NATS_TIMEOUT_S)
         return True, f"consumer {info.name}: {info.num_pending or 0} messages pending"
 
     async def check_docker(self) -> tuple[bool, str]:

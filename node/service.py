@@ -24,9 +24,11 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-from edge.bus import Publisher, connect, delivery, follow
+from edge.bus import Publisher, connect, delivery
 from edge.config import Target
+from edge.follow import Follower
 from edge.logread import read_stream
+from edge.wire import Record
 from events.base import Event, Resources
 from events.codec import BadEvent, decode, encode
 from events.negotiation import GuidanceGiven, ResourceDenied, ResourceGranted
@@ -70,7 +72,8 @@ class Node(Attempts, Negotiator):
         self.local = NodeLocal(self.node_id)
         self.running: dict[tuple[str, int], asyncio.Task[None]] = {}  # (task, attempt) -> job
         self.allocated = Resources()
-        self.inbox: list[Msg] = []
+        self.inbox: list[Record] = []
+        self.consumer: Follower | None = None  # the live follow of what others tell this node
         self.wake = asyncio.Event()
         self.unflushed = False
         self.flushed_at = 0.0
@@ -111,9 +114,15 @@ class Node(Attempts, Negotiator):
         # Live, a node only needs what others tell it, from just after what it has read of
         # them (never after its own writes: an assignment made meanwhile sits before those);
         # its own reports it applies itself when it publishes them.
-        self.consumer = await follow(
-            self.js, AUDIT_STREAM, self._on_msg, filters=node_inbox_filter(self.node_id), start_seq=read_to + 1
+        self.consumer = Follower(
+            self.target,
+            AUDIT_STREAM,
+            self._on_records,
+            start_seq=read_to + 1,
+            filters=node_inbox_filter(self.node_id),
+            name=f"hive-node-{self.node_id}-log",
         )
+        await self.consumer.start()
         http = None
         if self.http_port is not None:
             from node import observe  # aiohttp and prometheus_client only when asked for
@@ -149,6 +158,8 @@ class Node(Attempts, Negotiator):
                 await self.store.flush(self.local)
             await asyncio.gather(heartbeat, return_exceptions=True)
             await self.store.close()
+            if self.consumer is not None:
+                await self.consumer.close()
             await self.nc.close()
 
     async def _wait_for_streams(self) -> int:
@@ -180,19 +191,18 @@ class Node(Attempts, Negotiator):
         def fold(seq: int, msg: Msg) -> None:
             nonlocal last
             last = seq
-            self._fold(msg)
+            self._fold(seq, msg.subject, msg.data, delivery(msg)[2])
 
         await read_stream(self.js, AUDIT_STREAM, fold, filters=node_filter(self.node_id), start_seq=self.local.seq + 1)
         self.local.seq = max(self.local.seq, last, log_end)
         await self.store.flush(self.local)
         return self.local.seq
 
-    def _fold(self, msg: Msg) -> Event | None:
+    def _fold(self, seq: int, subject: str, data: bytes, stamp: float) -> Event | None:
         """Apply one message read from the log; None if it is refused. A bad or unexpected
         event is skipped (the coordinator records rejects), never fatal to the node."""
-        seq, _, stamp = delivery(msg)
         try:
-            event = decode(msg.data, msg.subject, stamp)
+            event = decode(data, subject, stamp)
             apply(self.local, event, seq)
             return event
         except BadEvent:
@@ -200,7 +210,7 @@ class Node(Attempts, Negotiator):
             return None
         except Exception:
             self.local.seq = max(self.local.seq, seq)
-            log.exception("applying an event failed; skipped", subject=msg.subject[:200], seq=seq)
+            log.exception("applying an event failed; skipped", subject=subject[:200], seq=seq)
             return None
 
     async def _add_docker(self) -> None:
@@ -231,15 +241,15 @@ class Node(Attempts, Negotiator):
         await self.publisher.publish_reliably(event)
         self.registered_at = event.ts
 
-    async def _on_msg(self, msg: Msg) -> None:
-        self.inbox.append(msg)
+    def _on_records(self, records: list[Record]) -> None:
+        self.inbox.extend(records)
         self.wake.set()
 
     async def _step(self) -> None:
         batch, self.inbox = self.inbox, []
         fresh: list[Event] = []
-        for msg in batch:
-            event = self._fold(msg)
+        for record in batch:
+            event = self._fold(*record)
             if event is not None:
                 fresh.append(event)
         if batch:

@@ -122,7 +122,7 @@ async def test_memory_request_preempts_a_lower_priority_task(api: HiveClient) ->
     assert final["state"] == "completed", final
     assert final["result"]["message"] == f"preempted {low}"
     low_final = await api.wait(low, timeout=60)
-    assert low_final["state"] == "completed"
+    assert low_final["state"] == "completed", (low_final, await types_of(api, low))
     assert low_final["attempt"] == 2  # requeued, not lost
     assert "TaskReassigned" in await types_of(api, low)
     assert (await api.wait(blocker, timeout=30))["state"] == "completed"
