@@ -106,6 +106,11 @@ class Follower:
                 except Unreachable:
                     await conn.close()
                     conn = self.conn = await self._reopen()
+            except Exception:  # a sink's bug must not end the follow: what it failed on comes again
+                log.exception("handing on the log failed; following again from the failed batch", at=self.next_seq)
+                await asyncio.sleep(RETRY_S)
+                await conn.close()
+                conn = self.conn = await self._reopen()
 
     async def _read(self, conn: Conn) -> None:
         while True:
@@ -121,15 +126,15 @@ class Follower:
             await conn.fill(STALL_S)
 
     def _hand(self, conn: Conn) -> None:
-        if conn.out:
-            batch, conn.out = conn.out, []
-            self.next_seq = batch[-1][0] + 1
-            self.sink(batch)
         for sid, (_, sink) in zip(self._sids(), self.subs, strict=True):
             box = conn.subs[sid]
             if box:
                 conn.subs[sid] = []
-                sink(box)
+                sink(box)  # core NATS: at most once, like any core subscription
+        if conn.out:
+            batch, conn.out = conn.out, []
+            self.sink(batch)
+            self.next_seq = batch[-1][0] + 1  # only once handed on: a failed batch is read again
 
     def _sids(self) -> list[bytes]:
         return [f"s{i}".encode() for i in range(len(self.subs))]

@@ -61,7 +61,7 @@ def with_domain(subjects: list[str]) -> list[str]:
 # "$JS.API.CONSUMER.CREATE.<stream>" (five tokens) is the ephemeral form: the server
 # refuses it with a durable name in the request; named and durable creation have more
 # tokens ("CREATE.<stream>.<name>[.<filter>]", "DURABLE.CREATE.<stream>.<name>").
-# Ordered push consumers (edge.bus.follow, object store reads) need only this and the
+# Ordered push consumers (edge.bus.follow, edge.follow, object store reads) need only this and the
 # flow-control replies; they ack nothing. Consumer listing is left out on purpose: the
 # ephemeral form also takes a consumer *name* in the request body and then updates the
 # existing consumer of that name, durable or not (nats-server 2.15.1 let an auditor change

@@ -171,3 +171,26 @@ async def test_a_silent_server_is_left_for_a_new_connection(server: Server) -> N
         assert follower.reconnects >= 1 and follower.conn is not first
     finally:
         await follower.close()
+
+
+async def test_a_failing_sink_gets_the_batch_again(server: Server) -> None:
+    """A bug in what the follower hands on to must not end the follow, nor lose the batch."""
+    await publish(server, 0, 50)
+    seen = Seen()
+    failures = []
+
+    def flaky(batch: list[Record]) -> None:
+        if not failures:
+            failures.append(len(batch))
+            raise RuntimeError("a sink's bug")
+        seen.on_records(batch)
+
+    follower = Follower(target(server), STREAM, flaky)
+    await follower.start()
+    try:
+        await seen.until(50)
+        await publish(server, 50, 10)
+        await seen.until(60)
+        assert failures and payloads(seen) == list(range(60))
+    finally:
+        await follower.close()
