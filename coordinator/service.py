@@ -129,6 +129,7 @@ class Coordinator:
             on_reconnect=self._reconnected,
         )
         await follower.start()
+        publisher.lean = follower.publishing  # decisions and their acks on the log's connection
         self.publisher = publisher
         lease_task: asyncio.Future[None] | None = None
         lag_task = asyncio.ensure_future(self.lag.run())

@@ -14,6 +14,12 @@ that drops, or brings nothing for ``STALL_S`` (a partition: heartbeats come ever
 ``HEARTBEAT_S``), is opened again, on the next of the target's servers first, and the
 consumer recreated where it left off, forever. Core subscriptions ride on the same
 connection and are made again after a reconnect.
+
+The same connection carries the service's JetStream publishes (``edge.bus.Publisher``
+with ``lean=Follower.publishing``, ``Conn.publish_acked``): their acks are parsed by the
+same loop, where nats-py spends a task hop and a ``PubAck`` per ack. While the follower
+reconnects, publishes go through nats-py; acks awaited on a lost connection fail as worth
+a retry, and a retry keeps its ``Nats-Msg-Id``, so the server keeps one copy.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from collections.abc import Callable
 import structlog
 
 from edge.config import Target
-from edge.errors import HiveError, Unreachable
+from edge.errors import Denied, HiveError, Unreachable
 from edge.fastread import create_consumer
 from edge.wire import Conn, Gap, Record, open_conn
 
@@ -71,18 +77,22 @@ class Follower:
         self.reconnects = 0
         self.recreated = 0
         self.consumer: str | None = None  # the server's name of the current consumer
+        self.up = False  # connected, with a consumer: publishes may use the connection
 
     async def start(self) -> None:
         """Connect and create the consumer (raises ``Unreachable``, or ``HiveError`` when
         JetStream refuses it for ``START_WAIT_S``), then follow in the background."""
         self.conn = await self._open(deadline=time.monotonic() + START_WAIT_S)
+        self.up = True
         self.task = asyncio.create_task(self._run(), name=f"follow-{self.stream}")
 
     async def close(self) -> None:
+        self.up = False
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
         if self.conn is not None:
+            self.conn.fail_acks("the follower was closed")
             await self.conn.close()
 
     # -- the reader ------------------------------------------------------------------
@@ -96,21 +106,33 @@ class Follower:
             except (Gap, HiveError) as exc:
                 if isinstance(exc, Unreachable):  # dropped or silent: another connection
                     log.warning("lost the log's connection; reconnecting", stream=self.stream, error=str(exc)[:200])
-                    await conn.close()
-                    conn = self.conn = await self._reopen()
+                    conn = await self._replace(conn)
+                    continue
+                if isinstance(exc, Denied):  # a refused publish on this connection: its publisher times out
+                    log.error("the server refused a publish", error=str(exc)[:300])
                     continue
                 self.recreated += 1  # a dropped delivery, or the server ended the consumer
                 log.info("recreating the log's consumer", stream=self.stream, at=self.next_seq, error=str(exc)[:200])
                 try:
                     await self._consume(conn, deadline=None)
                 except Unreachable:
-                    await conn.close()
-                    conn = self.conn = await self._reopen()
+                    conn = await self._replace(conn)
             except Exception:  # a sink's bug must not end the follow: what it failed on comes again
                 log.exception("handing on the log failed; following again from the failed batch", at=self.next_seq)
                 await asyncio.sleep(RETRY_S)
-                await conn.close()
-                conn = self.conn = await self._reopen()
+                conn = await self._replace(conn)
+
+    async def _replace(self, conn: Conn) -> Conn:
+        self.up = False
+        conn.fail_acks("the connection was lost before the publish was acknowledged")
+        await conn.close()
+        self.conn = await self._reopen()
+        self.up = True
+        return self.conn
+
+    def publishing(self) -> Conn | None:
+        """The connection to publish on now (``Conn.publish_acked``), or None while there is none."""
+        return self.conn if self.up else None
 
     async def _read(self, conn: Conn) -> None:
         while True:

@@ -78,6 +78,8 @@ class Conn:
         self.need = 0  # the length of a frame only partly here
         # core subscriptions by sid (edge.follow): their (subject, payload) messages, not yet handed on
         self.subs: dict[bytes, list[tuple[str, bytes]]] = {}
+        self.acks: dict[bytes, asyncio.Future[int]] = {}  # reply subject -> a publish's ack (publish_acked)
+        self.outgoing: list[bytes] = []  # publishes not yet written (publish_acked)
 
     # -- I/O ------------------------------------------------------------------------
 
@@ -134,6 +136,39 @@ class Conn:
             except Stalled:  # a quiet server until the deadline: nobody answered (checked above)
                 continue
         return self.replies.pop(key)
+
+    def publish_acked(self, subject: str, payload: bytes, msg_id: str) -> asyncio.Future[int]:
+        """Publish to JetStream with ``Nats-Msg-Id`` (the server dedupes a retry); the
+        future gets the stream sequence of the ack, or ``Unreachable`` where no stream
+        answered or the connection was lost (worth a retry), or ``HiveError`` (not)."""
+        self.requests += 1
+        reply = f"{self.inbox}.r.{self.requests}"
+        head = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n".encode()
+        loop = asyncio.get_running_loop()
+        if not self.outgoing:  # one write per loop round: the publishes of a burst go out together
+            loop.call_soon(self._write_out)
+        self.outgoing += [f"HPUB {subject} {reply} {len(head)} {len(head) + len(payload)}\r\n".encode(), head, payload, b"\r\n"]
+        future: asyncio.Future[int] = loop.create_future()
+        self.acks[reply.encode()] = future
+        return future
+
+    def _write_out(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if not self.writer.is_closing():
+            self.writer.write(b"".join(outgoing))
+
+    def forget(self, future: asyncio.Future[int]) -> None:
+        """Stop waiting for an ack (its publish timed out and is retried)."""
+        for key, waiting in list(self.acks.items()):
+            if waiting is future:
+                del self.acks[key]
+
+    def fail_acks(self, why: str) -> None:
+        """The connection is gone: every ack still awaited fails, to be retried elsewhere."""
+        acks, self.acks = self.acks, {}
+        for future in acks.values():
+            if not future.done():
+                future.set_exception(Unreachable(why))
 
     async def request(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A JetStream API request and its JSON answer."""
@@ -195,10 +230,12 @@ class Conn:
                     self.delivered = cseq
                     out.append((seq, parts[1].decode(), buf[start + hlen : start + size], ts / 1e9))
                 elif sid == _REPLIES:
-                    if hlen and buf[start + 9 : start + 12] == b"503":
-                        self.replies[parts[1]] = None  # no responders
+                    data = None if hlen and buf[start + 9 : start + 12] == b"503" else buf[start + hlen : start + size]
+                    ack = self.acks.pop(parts[1], None)
+                    if ack is not None:
+                        _settle(ack, data)
                     else:
-                        self.replies[parts[1]] = buf[start + hlen : start + size]
+                        self.replies[parts[1]] = data  # None: no responders
                 elif (box := self.subs.get(sid)) is not None:
                     box.append((parts[1].decode(), buf[start + hlen : start + size]))
                 continue
@@ -238,6 +275,24 @@ class Conn:
             return gap
         first = header.split(b"\r\n", 1)[0].decode("utf-8", "replace")
         raise HiveError(f"the server ended the read: {first}")
+
+
+def _settle(future: asyncio.Future[int], data: bytes | None) -> None:
+    if future.done():
+        return
+    if data is None:
+        future.set_exception(Unreachable("no stream answered the publish (no responders)"))
+        return
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        future.set_exception(HiveError(f"a publish's ack that is not JSON: {data[:200]!r}"))
+        return
+    if error := answer.get("error"):
+        kind = Unreachable if error.get("code") == 503 else HiveError  # 503: JetStream unavailable for now
+        future.set_exception(kind(f"the publish was refused: {error.get('description')}"))
+        return
+    future.set_result(int(answer.get("seq", 0)))
 
 
 async def open_conn(target: Target, name: str = "hive-fastread") -> Conn:

@@ -123,6 +123,7 @@ class Node(Attempts, Negotiator):
             name=f"hive-node-{self.node_id}-log",
         )
         await self.consumer.start()
+        self.publisher.lean = self.consumer.publishing  # reports and their acks on the log's connection
         http = None
         if self.http_port is not None:
             from node import observe  # aiohttp and prometheus_client only when asked for

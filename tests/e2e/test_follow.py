@@ -15,9 +15,13 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
+from edge.bus import Publisher
 from edge.config import Target, resolve
+from edge.errors import Unreachable
 from edge.follow import STALL_S, Follower
 from edge.wire import Record
+from events.node import NodeDrained
+from events.subjects import subject_for
 from tests.cluster import Server
 
 pytestmark = pytest.mark.slow
@@ -194,3 +198,59 @@ async def test_a_failing_sink_gets_the_batch_again(server: Server) -> None:
         assert failures and payloads(seen) == list(range(60))
     finally:
         await follower.close()
+
+
+async def test_publishes_on_the_followers_connection_are_acknowledged_and_deduplicated(server: Server) -> None:
+    """edge.bus.Publisher with ``lean``: acks read by the follower's parse loop; a retry with
+    the same id is the same message; a subject no stream holds fails as worth a retry."""
+    await publish(server, 0, 1)
+    seen = Seen()
+    follower = Follower(target(server), STREAM, seen.on_records)
+    await follower.start()
+    try:
+        conn = follower.publishing()
+        assert conn is not None
+        first = await asyncio.wait_for(conn.publish_acked("hive.fw.a", b"1", "id-1"), 5)
+        again = await asyncio.wait_for(conn.publish_acked("hive.fw.a", b"1", "id-1"), 5)
+        assert first == again == 2, "the server deduplicated the retry by its Nats-Msg-Id"
+        futures = [conn.publish_acked("hive.fw.a", str(i).encode(), f"burst-{i}") for i in range(2, 502)]
+        assert await asyncio.gather(*futures) == list(range(3, 503))
+        with pytest.raises(Unreachable, match="no responders"):
+            await asyncio.wait_for(conn.publish_acked("hive.nostream.x", b"x", "id-x"), 5)
+        await seen.until(502)
+        assert payloads(seen) == list(range(502)), "each published once, delivered once"
+        pending = conn.publish_acked("hive.fw.a", b"late", "id-late")
+        conn.fail_acks("gone")
+        if not pending.done() or pending.exception() is not None:
+            with pytest.raises(Unreachable):
+                await pending
+    finally:
+        await follower.close()
+
+
+async def test_the_publisher_rides_out_a_server_restart_on_the_lean_connection(server: Server) -> None:
+    await publish(server, 0, 1)
+    nc = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
+    seen = Seen()
+    follower = Follower(target(server), STREAM, seen.on_records)
+    await follower.start()
+    publisher = Publisher(nc.jetstream(timeout=10), lean=follower.publishing)
+    try:
+        events = [NodeDrained(node_id=f"n{i}", emitter="coordinator") for i in range(3)]
+        subjects = [subject_for(e) for e in events]
+        nc2 = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
+        await nc2.jetstream(timeout=30).add_stream(StreamConfig(name="FWNODES", subjects=["hive.node.>"]))
+        await nc2.close()
+        assert await publisher.publish_reliably(events[0]) == 1
+        server.kill()
+        await asyncio.sleep(0.5)
+        server.start()
+        # published while the follower reconnects: retried until a connection takes it
+        assert await asyncio.wait_for(publisher.publish_reliably(events[1]), 60) == 2
+        assert follower.reconnects >= 1
+        await publisher.publish(events[2])
+        assert await publisher.flush() == 0
+        assert subjects[2].startswith("hive.node.n2.")
+    finally:
+        await follower.close()
+        await nc.close()
