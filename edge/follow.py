@@ -85,6 +85,11 @@ class Follower:
         self.conn = await self._open(deadline=time.monotonic() + START_WAIT_S)
         self.up = True
         self.task = asyncio.create_task(self._run(), name=f"follow-{self.stream}")
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # a bug: say so, loudly
+            log.error("the log's follower stopped", stream=self.stream, error=repr(task.exception())[:300])
 
     async def close(self) -> None:
         self.up = False
@@ -100,27 +105,27 @@ class Follower:
     async def _run(self) -> None:
         conn = self.conn
         assert conn is not None
+        recreate = False
         while True:
+            # recovery happens here, in the loop, so that its own failures are handled alike
             try:
-                await self._read(conn)
-            except (Gap, HiveError) as exc:
-                if isinstance(exc, Unreachable):  # dropped or silent: another connection
-                    log.warning("lost the log's connection; reconnecting", stream=self.stream, error=str(exc)[:200])
-                    conn = await self._replace(conn)
-                    continue
-                if isinstance(exc, Denied):  # a refused publish on this connection: its publisher times out
-                    log.error("the server refused a publish", error=str(exc)[:300])
-                    continue
-                self.recreated += 1  # a dropped delivery, or the server ended the consumer
-                log.info("recreating the log's consumer", stream=self.stream, at=self.next_seq, error=str(exc)[:200])
-                try:
+                if recreate:
                     await self._consume(conn, deadline=None)
-                except Unreachable:
-                    conn = await self._replace(conn)
+                    recreate = False
+                await self._read(conn)
+            except Unreachable as exc:  # dropped or silent: another connection
+                log.warning("lost the log's connection; reconnecting", stream=self.stream, error=str(exc)[:200])
+                conn, recreate = await self._replace(conn), False
+            except Denied as exc:  # a refused publish on this connection: its publisher times out
+                log.error("the server refused a publish", error=str(exc)[:300])
+            except (Gap, HiveError) as exc:  # a dropped delivery, or the server ended the consumer
+                self.recreated += 1
+                log.info("recreating the log's consumer", stream=self.stream, at=self.next_seq, error=str(exc)[:200])
+                recreate = True
             except Exception:  # a sink's bug must not end the follow: what it failed on comes again
                 log.exception("handing on the log failed; following again from the failed batch", at=self.next_seq)
                 await asyncio.sleep(RETRY_S)
-                conn = await self._replace(conn)
+                conn, recreate = await self._replace(conn), False
 
     async def _replace(self, conn: Conn) -> Conn:
         self.up = False
@@ -169,7 +174,7 @@ class Follower:
             self.servers = self.servers[1:] + self.servers[:1]
             try:
                 conn = await self._open(deadline=None)
-            except HiveError as exc:
+            except (HiveError, Gap) as exc:
                 log.debug("reconnect failed", stream=self.stream, error=str(exc)[:200])
                 await asyncio.sleep(RETRY_S)
                 continue
@@ -195,10 +200,11 @@ class Follower:
     async def _consume(self, conn: Conn, deadline: float | None) -> None:
         """A new consumer from ``next_seq``, asked for again while JetStream cannot make it
         (an election, a stream not made yet); until ``deadline``, or forever (None)."""
-        if conn.dsid:
-            conn.writer.write(b"UNSUB " + conn.dsid + b"\r\n")  # its leftovers go nowhere
         warned = False
         while True:
+            if conn.dsid:  # the last consumer's deliveries (or a failed try's) go nowhere now
+                conn.writer.write(b"UNSUB " + conn.dsid + b"\r\n")
+                conn.dsid = b""
             try:
                 name, _ = await create_consumer(conn, self.stream, self.filters, self.next_seq)
                 if name is not None:
@@ -207,8 +213,8 @@ class Follower:
                 why = f"no stream {self.stream} yet"
             except Unreachable:
                 raise
-            except HiveError as exc:
-                why = str(exc)
+            except (HiveError, Gap) as exc:
+                why = str(exc) or type(exc).__name__
             if deadline is not None and time.monotonic() > deadline:
                 raise HiveError(f"cannot follow stream {self.stream}: {why}")
             if not warned:
