@@ -11,7 +11,7 @@ What it keeps of nats-py's ordered consumer: an ephemeral push consumer without 
 with flow control and idle heartbeats; a skipped delivery, or a heartbeat saying the
 consumer delivered more than arrived, recreates it from the next sequence; a connection
 that drops, or brings nothing for ``STALL_S`` (a partition: heartbeats come every
-``HEARTBEAT_S``), is opened again, on the next of the target's servers first, and the
+``edge.fastread.HEARTBEAT_S``), is opened again, on the next of the target's servers first, and the
 consumer recreated where it left off, forever. Core subscriptions ride on the same
 connection and are made again after a reconnect.
 
@@ -28,6 +28,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import msgspec
 import structlog
 
 from edge.config import Target
@@ -37,7 +38,6 @@ from edge.wire import Conn, Gap, Record, open_conn
 
 log = structlog.get_logger("edge.follow")
 
-HEARTBEAT_S = 1.0
 STALL_S = 5.0
 START_WAIT_S = 60.0  # the first consumer waits this long for JetStream (a cluster electing)
 RETRY_S = 0.5
@@ -69,6 +69,7 @@ class Follower:
         self.next_seq = max(1, start_seq)
         self.filters = filters
         self.subs = list((subs or {}).items())
+        self.sids = [f"s{i}".encode() for i in range(len(self.subs))]  # their subscription ids
         self.name = name
         self.on_reconnect = on_reconnect
         self.servers = target.url.split(",")
@@ -153,7 +154,7 @@ class Follower:
             await conn.fill(STALL_S)
 
     def _hand(self, conn: Conn) -> None:
-        for sid, (_, sink) in zip(self._sids(), self.subs, strict=True):
+        for sid, (_, sink) in zip(self.sids, self.subs, strict=True):
             box = conn.subs[sid]
             if box:
                 conn.subs[sid] = []
@@ -162,9 +163,6 @@ class Follower:
             batch, conn.out = conn.out, []
             self.sink(batch)
             self.next_seq = batch[-1][0] + 1  # only once handed on: a failed batch is read again
-
-    def _sids(self) -> list[bytes]:
-        return [f"s{i}".encode() for i in range(len(self.subs))]
 
     # -- connecting -------------------------------------------------------------------
 
@@ -185,10 +183,9 @@ class Follower:
             return conn
 
     async def _open(self, deadline: float | None) -> Conn:
-        target = Target(url=",".join(self.servers), creds=self.target.creds, ca=self.target.ca, user=self.target.user)
-        conn = await open_conn(target, self.name)
+        conn = await open_conn(msgspec.structs.replace(self.target, url=",".join(self.servers)), self.name)
         try:
-            for sid, (subject, _) in zip(self._sids(), self.subs, strict=True):
+            for sid, (subject, _) in zip(self.sids, self.subs, strict=True):
                 conn.subs[sid] = []
                 conn.writer.write(f"SUB {subject} {sid.decode()}\r\n".encode())
             await self._consume(conn, deadline)

@@ -9,7 +9,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import nats
 import pytest
@@ -37,7 +39,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def target(server: Server) -> Target:
-    return resolve(server.url, "coordinator", server.directory, name="coordinator", creds=server.creds("coordinator", "coordinator"))
+    return resolve(
+        server.url,
+        "coordinator",
+        server.directory,
+        name="coordinator",
+        creds=server.creds("coordinator", "coordinator"),
+    )
+
+
+@asynccontextmanager
+async def following(*args: Any, **options: Any) -> AsyncIterator[Follower]:
+    """A started ``Follower(*args, **options)``, closed on the way out."""
+    follower = Follower(*args, **options)
+    await follower.start()
+    try:
+        yield follower
+    finally:
+        await follower.close()
 
 
 class Seen:
@@ -75,11 +94,14 @@ async def test_follows_from_a_sequence_with_filters_and_core_subjects(server: Se
     await publish(server, 0, 500)
     await publish(server, 500, 100, subject="hive.fw.b")
     seen = Seen()
-    follower = Follower(
-        target(server), STREAM, seen.on_records, start_seq=101, filters=["hive.fw.a"], subs={"hive.core.*": seen.on_core}
-    )
-    await follower.start()
-    try:
+    async with following(
+        target(server),
+        STREAM,
+        seen.on_records,
+        start_seq=101,
+        filters=["hive.fw.a"],
+        subs={"hive.core.*": seen.on_core},
+    ):
         await seen.until(400)
         await publish(server, 600, 300)  # live, after the start
         await seen.until(700)
@@ -95,16 +117,12 @@ async def test_follows_from_a_sequence_with_filters_and_core_subjects(server: Se
                 break
             await asyncio.sleep(0.02)
         assert [subject for subject, _ in seen.core] == [f"hive.core.{i}" for i in range(50)]
-    finally:
-        await follower.close()
 
 
 async def test_a_deleted_consumer_is_made_again_where_it_left_off(server: Server) -> None:
     await publish(server, 0, 200)
     seen = Seen()
-    follower = Follower(target(server), STREAM, seen.on_records)
-    await follower.start()
-    try:
+    async with following(target(server), STREAM, seen.on_records) as follower:
         await seen.until(200)
         nc = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
         js = nc.jetstream(timeout=30)
@@ -117,19 +135,19 @@ async def test_a_deleted_consumer_is_made_again_where_it_left_off(server: Server
         await asyncio.sleep(0.5)
         assert payloads(seen) == list(range(500)), "nothing lost, nothing twice"
         assert follower.recreated + follower.reconnects >= 1
-    finally:
-        await follower.close()
 
 
 async def test_a_server_restart_is_ridden_out(server: Server) -> None:
     await publish(server, 0, 300)
     seen = Seen()
     reconnected = []
-    follower = Follower(
-        target(server), STREAM, seen.on_records, subs={"hive.core.x": seen.on_core}, on_reconnect=lambda: reconnected.append(1)
-    )
-    await follower.start()
-    try:
+    async with following(
+        target(server),
+        STREAM,
+        seen.on_records,
+        subs={"hive.core.x": seen.on_core},
+        on_reconnect=lambda: reconnected.append(1),
+    ):
         await seen.until(300)
         server.kill()
         await asyncio.sleep(1.0)
@@ -149,8 +167,6 @@ async def test_a_server_restart_is_ridden_out(server: Server) -> None:
             await asyncio.sleep(0.05)
         await nc.close()
         assert seen.core and seen.core[0] == ("hive.core.x", b"again")
-    finally:
-        await follower.close()
 
 
 async def test_a_silent_server_is_left_for_a_new_connection(server: Server) -> None:
@@ -158,9 +174,7 @@ async def test_a_silent_server_is_left_for_a_new_connection(server: Server) -> N
     follower gives that connection up and makes a new one once the server answers."""
     await publish(server, 0, 10)
     seen = Seen()
-    follower = Follower(target(server), STREAM, seen.on_records)
-    await follower.start()
-    try:
+    async with following(target(server), STREAM, seen.on_records) as follower:
         await seen.until(10)
         first = follower.conn
         assert server.server.proc is not None
@@ -173,8 +187,6 @@ async def test_a_silent_server_is_left_for_a_new_connection(server: Server) -> N
         await seen.until(20, timeout=30)
         assert payloads(seen) == list(range(20))
         assert follower.reconnects >= 1 and follower.conn is not first
-    finally:
-        await follower.close()
 
 
 async def test_a_failing_sink_gets_the_batch_again(server: Server) -> None:
@@ -189,15 +201,11 @@ async def test_a_failing_sink_gets_the_batch_again(server: Server) -> None:
             raise RuntimeError("a sink's bug")
         seen.on_records(batch)
 
-    follower = Follower(target(server), STREAM, flaky)
-    await follower.start()
-    try:
+    async with following(target(server), STREAM, flaky):
         await seen.until(50)
         await publish(server, 50, 10)
         await seen.until(60)
         assert failures and payloads(seen) == list(range(60))
-    finally:
-        await follower.close()
 
 
 async def test_publishes_on_the_followers_connection_are_acknowledged_and_deduplicated(server: Server) -> None:
@@ -205,9 +213,7 @@ async def test_publishes_on_the_followers_connection_are_acknowledged_and_dedupl
     the same id is the same message; a subject no stream holds fails as worth a retry."""
     await publish(server, 0, 1)
     seen = Seen()
-    follower = Follower(target(server), STREAM, seen.on_records)
-    await follower.start()
-    try:
+    async with following(target(server), STREAM, seen.on_records) as follower:
         conn = follower.publishing()
         assert conn is not None
         first = await asyncio.wait_for(conn.publish_acked("hive.fw.a", b"1", "id-1"), 5)
@@ -224,33 +230,29 @@ async def test_publishes_on_the_followers_connection_are_acknowledged_and_dedupl
         if not pending.done() or pending.exception() is not None:
             with pytest.raises(Unreachable):
                 await pending
-    finally:
-        await follower.close()
 
 
 async def test_the_publisher_rides_out_a_server_restart_on_the_lean_connection(server: Server) -> None:
     await publish(server, 0, 1)
     nc = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
     seen = Seen()
-    follower = Follower(target(server), STREAM, seen.on_records)
-    await follower.start()
-    publisher = Publisher(nc.jetstream(timeout=10), lean=follower.publishing)
     try:
-        events = [NodeDrained(node_id=f"n{i}", emitter="coordinator") for i in range(3)]
-        subjects = [subject_for(e) for e in events]
-        nc2 = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
-        await nc2.jetstream(timeout=30).add_stream(StreamConfig(name="FWNODES", subjects=["hive.node.>"]))
-        await nc2.close()
-        assert await publisher.publish_reliably(events[0]) == 1
-        server.kill()
-        await asyncio.sleep(0.5)
-        server.start()
-        # published while the follower reconnects: retried until a connection takes it
-        assert await asyncio.wait_for(publisher.publish_reliably(events[1]), 60) == 2
-        assert follower.reconnects >= 1
-        await publisher.publish(events[2])
-        assert await publisher.flush() == 0
-        assert subjects[2].startswith("hive.node.n2.")
+        async with following(target(server), STREAM, seen.on_records) as follower:
+            publisher = Publisher(nc.jetstream(timeout=10), lean=follower.publishing)
+            events = [NodeDrained(node_id=f"n{i}", emitter="coordinator") for i in range(3)]
+            subjects = [subject_for(e) for e in events]
+            nc2 = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
+            await nc2.jetstream(timeout=30).add_stream(StreamConfig(name="FWNODES", subjects=["hive.node.>"]))
+            await nc2.close()
+            assert await publisher.publish_reliably(events[0]) == 1
+            server.kill()
+            await asyncio.sleep(0.5)
+            server.start()
+            # published while the follower reconnects: retried until a connection takes it
+            assert await asyncio.wait_for(publisher.publish_reliably(events[1]), 60) == 2
+            assert follower.reconnects >= 1
+            await publisher.publish(events[2])
+            assert await publisher.flush() == 0
+            assert subjects[2].startswith("hive.node.n2.")
     finally:
-        await follower.close()
         await nc.close()
