@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 from operator import itemgetter
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import aiosqlite
 import msgspec
@@ -54,12 +55,21 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS trust_changes (
     seq INTEGER NOT NULL, node_id TEXT NOT NULL, delta REAL NOT NULL, score REAL NOT NULL,
     task_id TEXT, cause TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS trust_changes_node ON trust_changes(node_id, seq);
 CREATE TABLE IF NOT EXISTS rejected (
     seq INTEGER PRIMARY KEY, subject TEXT NOT NULL, error TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoint (projection TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
+# apart from the tables: a bulk load (a rebuild into a fresh file) makes them at the end,
+# which sorts once instead of inserting into each index row by row
+INDEXES = """
+CREATE INDEX IF NOT EXISTS trust_changes_node ON trust_changes(node_id, seq);
+CREATE INDEX IF NOT EXISTS tasks_ord ON tasks(ord);
+CREATE INDEX IF NOT EXISTS tasks_state_id ON tasks(state, task_id);
+"""
+# a rebuild's file is fresh and worthless if the rebuild stops halfway (the next one
+# deletes it), so it is written without a journal or syncs until it is complete
+BULK_PRAGMAS = "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
 
 # what `hive replay` compares; the checkpoint is where each copy stopped, not what it holds
 COMPARED_TABLES = ("tasks", "nodes", "allocations", "requests", "trust_changes", "rejected", "settings")
@@ -104,27 +114,74 @@ class TaskRow(msgspec.Struct):
 
 
 _dec_row = msgspec.json.Decoder(TaskRow)
+_STATE_TEXT = {s: s.value for s in TaskState}  # (an enum's .value is a Python property)
+
+
+class Changes(NamedTuple):
+    """One flush's rows, taken from the projection at once (``ProjectionStore.collect``)."""
+
+    tasks: list[tuple[Any, ...]]
+    nodes: list[tuple[Any, ...]]
+    allocs_gone: list[tuple[str]]
+    allocs: list[tuple[Any, ...]]
+    requests: list[tuple[Any, ...]]
+    trust: list[tuple[Any, ...]]
+    settings: list[tuple[str, bytes]]
+    rejected: list[tuple[int, str, str]]
+    seq: int
+
+
+def _task_rows(tasks: Iterable[TaskView]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            t.task_id,
+            _STATE_TEXT[t.state],
+            t.spec.priority,
+            t.spec.executor,
+            t.node_id,
+            t.attempt,
+            t.submitted_at,
+            t.updated_at,
+            _enc.encode(t),
+            t.order,
+        )
+        for t in tasks
+    ]
+
+
 _UNFINISHED_SQL = sql_list(s.value for s in TaskState if s not in TERMINAL)
 _IN_CHUNK = 500  # ids per `IN (...)`: under SQLite's variable limit
 
 
 class ProjectionStore:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, bulk: bool = False) -> None:
         self.db = db
+        self.bulk = bulk
         self.rejected: list[tuple[int, str, str]] = []
+        # tasks with a row in `allocations`: a released allocation that was never written
+        # needs no DELETE (a rebuild's one flush would otherwise delete every allocation)
+        self.stored_allocs: set[str] = set()
 
     @classmethod
-    async def open(cls, path: str | Path) -> ProjectionStore:
-        db = await open_projection(path, SCHEMA)
+    async def open(cls, path: str | Path, bulk: bool = False) -> ProjectionStore:
+        """The projection file at ``path``; ``bulk``: a fresh file that a rebuild fills
+        (no journal, indexes made by ``close``)."""
+        db = await open_projection(path, SCHEMA, BULK_PRAGMAS if bulk else None)
         try:
-            await _add_order_column(db)
+            if not bulk:
+                await _add_order_column(db)
         except BaseException:
             await db.close()
             raise
-        return cls(db)
+        return cls(db, bulk)
 
     async def close(self) -> None:
-        await self.db.close()
+        try:
+            if self.bulk:
+                await self.db.executescript(INDEXES + "PRAGMA journal_mode=WAL;")
+                await self.db.commit()
+        finally:
+            await self.db.close()
 
     async def load(self, state: ClusterState) -> ClusterState:
         dec_task = msgspec.json.Decoder(TaskView)
@@ -166,6 +223,7 @@ class ProjectionStore:
                     Allocation,
                 )
                 state.allocations[alloc.task_id] = alloc
+        self.stored_allocs = set(state.allocations)
         async with self.db.execute("SELECT value FROM settings WHERE key = 'trust'") as cur:
             row = await cur.fetchone()
         if row:
@@ -199,78 +257,58 @@ class ProjectionStore:
 
     async def flush(self, state: ClusterState) -> None:
         """Write what changed since the last flush, and the checkpoint, in one transaction."""
-        db = self.db
-        tasks = [state.tasks[t] for t in state.dirty_tasks]
-        if tasks:
-            await db.executemany(
-                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        t.task_id,
-                        t.state.value,
-                        t.spec.priority,
-                        t.spec.executor,
-                        t.node_id,
-                        t.attempt,
-                        t.submitted_at,
-                        t.updated_at,
-                        _enc.encode(t),
-                        t.order,
-                    )
-                    for t in tasks
-                ],
-            )
-        if state.dirty_nodes:
-            await db.executemany(
-                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?)",
-                [
-                    (n.node_id, n.state.value, n.trust, n.running, _enc.encode(n))
-                    for n in (state.nodes[i] for i in state.dirty_nodes)
-                ],
-            )
-        if state.dirty_allocs:
-            gone = [(t,) for t in state.dirty_allocs if t not in state.allocations]
-            live = [state.allocations[t] for t in state.dirty_allocs if t in state.allocations]
-            await db.executemany("DELETE FROM allocations WHERE task_id = ?", gone)
-            await db.executemany(
-                "INSERT OR REPLACE INTO allocations VALUES (?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        a.task_id,
-                        a.node_id,
-                        a.attempt,
-                        a.resources.cpu,
-                        a.resources.memory_gb,
-                        a.resources.gpu,
-                        a.resources.gpu_memory_gb,
-                        _enc.encode(a.gpus).decode(),
-                    )
-                    for a in live
-                ],
-            )
-        if state.dirty_requests:
-            await db.executemany(
-                "INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?)",
-                [
-                    (r.request_id, r.task_id, r.kind, r.state, _enc.encode(r))
-                    for r in (state.requests[i] for i in state.dirty_requests)
-                ],
-            )
-        if state.new_trust:
-            await db.executemany(
-                "INSERT INTO trust_changes VALUES (?,?,?,?,?,?)",
-                [(c.seq, c.node_id, c.delta, c.score, c.task_id, c.cause) for c in state.new_trust],
-            )
+        await self.write(self.collect(state))
+
+    def collect(self, state: ClusterState) -> Changes:
+        """The rows that changed since the last collect, as they are now; the projection's
+        dirty marks are cleared, so what changes next goes into the next one."""
+        dirty = state.dirty_tasks
+        if self.bulk:  # (most tasks are dirty): in the order of their making, which is their order in memory
+            tasks = [t for t in state.tasks.values() if t.task_id in dirty]
+        else:
+            tasks = [state.tasks[t] for t in dirty]
+        stored = self.stored_allocs
+        gone = [(t,) for t in state.dirty_allocs if t not in state.allocations and t in stored]
+        live = [state.allocations[t] for t in state.dirty_allocs if t in state.allocations]
+        stored.difference_update(t for (t,) in gone)
+        stored.update(a.task_id for a in live)
+        settings = []
         if state.dirty_settings:
-            await db.execute("INSERT OR REPLACE INTO settings VALUES ('trust', ?)", (_enc.encode(state.trust),))
+            settings.append(("trust", _enc.encode(state.trust)))
         if state.dirty_leader and state.leader is not None:
-            await db.execute("INSERT OR REPLACE INTO settings VALUES ('leader', ?)", (_enc.encode(state.leader),))
+            settings.append(("leader", _enc.encode(state.leader)))
         if state.dirty_heartbeat:
-            await db.execute("INSERT OR REPLACE INTO settings VALUES ('heartbeat', ?)", (_enc.encode(state.heartbeat),))
-        if self.rejected:
-            await db.executemany("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", self.rejected)
-        await db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", (PROJECTION, state.seq))
-        await db.commit()
+            settings.append(("heartbeat", _enc.encode(state.heartbeat)))
+        changes = Changes(
+            tasks=_task_rows(tasks),
+            nodes=[
+                (n.node_id, n.state.value, n.trust, n.running, _enc.encode(n))
+                for n in (state.nodes[i] for i in state.dirty_nodes)
+            ],
+            allocs_gone=gone,
+            allocs=[
+                (
+                    a.task_id,
+                    a.node_id,
+                    a.attempt,
+                    a.resources.cpu,
+                    a.resources.memory_gb,
+                    a.resources.gpu,
+                    a.resources.gpu_memory_gb,
+                    _enc.encode(a.gpus).decode(),
+                )
+                for a in live
+            ],
+            requests=[
+                (r.request_id, r.task_id, r.kind, r.state, _enc.encode(r))
+                for r in (state.requests[i] for i in state.dirty_requests)
+            ],
+            trust=[(c.seq, c.node_id, c.delta, c.score, c.task_id, c.cause) for c in state.new_trust],
+            settings=settings,
+            rejected=self.rejected,
+            seq=state.seq,
+        )
+        self.rejected = []
         state.dirty_tasks.clear()
         state.dirty_nodes.clear()
         state.dirty_allocs.clear()
@@ -279,7 +317,25 @@ class ProjectionStore:
         state.dirty_settings = False
         state.dirty_leader = False
         state.dirty_heartbeat = False
-        self.rejected.clear()
+        return changes
+
+    async def write(self, changes: Changes) -> None:
+        """``changes`` and their checkpoint, in one transaction."""
+        db = self.db
+        for sql, rows in (
+            ("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?)", changes.tasks),
+            ("INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?)", changes.nodes),
+            ("DELETE FROM allocations WHERE task_id = ?", changes.allocs_gone),
+            ("INSERT OR REPLACE INTO allocations VALUES (?,?,?,?,?,?,?,?)", changes.allocs),
+            ("INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?)", changes.requests),
+            ("INSERT INTO trust_changes VALUES (?,?,?,?,?,?)", changes.trust),
+            ("INSERT OR REPLACE INTO settings VALUES (?,?)", changes.settings),
+            ("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", changes.rejected),
+        ):
+            if rows:
+                await db.executemany(sql, rows)
+        await db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", (PROJECTION, changes.seq))
+        await db.commit()
 
     # -- reading finished tasks back (the API's lists; ClusterState.load_task) --------
 
@@ -340,7 +396,6 @@ async def _add_order_column(db: aiosqlite.Connection) -> None:
         async with db.execute("SELECT data FROM tasks") as cur:
             rows = [(t.order, t.task_id) for t in (_dec_task.decode(d) for (d,) in await cur.fetchall())]
         await db.executemany("UPDATE tasks SET ord = ? WHERE task_id = ?", rows)
-    await db.execute("CREATE INDEX IF NOT EXISTS tasks_ord ON tasks(ord)")
     await db.execute("DROP INDEX IF EXISTS tasks_state")
-    await db.execute("CREATE INDEX IF NOT EXISTS tasks_state_id ON tasks(state, task_id)")
+    await db.executescript(INDEXES)
     await db.commit()

@@ -13,13 +13,17 @@ def sql_list(values: Iterable[str]) -> str:
     return "(" + ",".join(f"'{v}'" for v in values) + ")"
 
 
-async def open_projection(path: str | Path, schema: str) -> aiosqlite.Connection:
-    """The file at ``path`` in WAL mode with ``schema`` applied. WAL + NORMAL: a crash loses
-    at most the last transactions, which a replay from the checkpoint restores."""
+WAL = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+
+
+async def open_projection(path: str | Path, schema: str, pragmas: str | None = None) -> aiosqlite.Connection:
+    """The file at ``path`` in WAL mode (or with ``pragmas``) with ``schema`` applied. WAL +
+    NORMAL: a crash loses at most the last transactions, which a replay from the checkpoint
+    restores."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(str(path))
     try:
-        await db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + schema)
+        await db.executescript((pragmas or WAL) + schema)
         await db.commit()
     except BaseException:
         await db.close()  # its worker thread would keep the process from exiting

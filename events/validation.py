@@ -241,19 +241,26 @@ def check_ids(event: Event) -> None:
 def check_event(event: Event, size: int) -> None:
     """The rules that need the decoded event: size by type, ids, writer, invariants."""
     cls = type(event)
-    limit = MAX_BYTES.get(cls, MAX_EVENT_BYTES)
+    limit, writers, invariant = _RULES.get(cls) or _rules_of(cls)
     if size > limit:
         raise BadEvent("size", f"{cls.__name__} of {size} bytes is over the limit of {limit}")
     kind, colon, name = event.emitter.partition(":")
-    writers = WRITERS.get(cls, frozenset())
     honest = (colon == "" and not name) if kind == "coordinator" else (colon == ":" and 0 < len(name) <= 64)
     if not honest or kind not in writers or (kind == "node" and name != getattr(event, "node_id", None)):
         allowed = ", ".join(sorted(writers))
         raise BadEvent("writer", f"{cls.__name__} from {event.emitter or 'nobody'!r} (written by: {allowed})")
-    invariant = INVARIANTS.get(cls)
     problem = invariant(event) if invariant is not None else None
     if problem is not None:
         raise BadEvent("invariant", f"{cls.__name__}: {problem}")
+
+
+# (size limit, writers, invariant) of each type, looked up once per event instead of thrice
+_RULES: dict[type[Event], tuple[int, frozenset[str], Callable[[Any], str | None] | None]] = {}
+
+
+def _rules_of(cls: type[Event]) -> tuple[int, frozenset[str], Callable[[Any], str | None] | None]:
+    rules = _RULES[cls] = (MAX_BYTES.get(cls, MAX_EVENT_BYTES), WRITERS.get(cls, frozenset()), INVARIANTS.get(cls))
+    return rules
 
 
 def rules_table() -> list[tuple[str, str, str]]:

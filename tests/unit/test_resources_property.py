@@ -455,7 +455,7 @@ def views(state: ClusterState) -> dict[str, Any]:
 
 
 async def fold_into(path: Path, log: list[Event]) -> ClusterState:
-    store = await ProjectionStore.open(path)
+    store = await ProjectionStore.open(path, bulk=True)  # as coordinator.replay.rebuild writes
     state = ClusterState()
     for seq, event in enumerate(log, 1):
         fold_one(state, event, seq)

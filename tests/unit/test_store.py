@@ -1,0 +1,100 @@
+"""The coordinator's SQLite store, on real files: what a flush writes, and a rebuild's bulk
+file. (That a replay's tables equal the live ones, row for row, is the property test's:
+tests/unit/test_resources_property.py folds into a bulk file and compares.)"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from coordinator.projection import apply
+from coordinator.state import ClusterState
+from coordinator.store import ProjectionStore
+from events import Resources
+from tests.unit.factories import assign, complete, register, start, submit
+
+
+def rows(path: Path, query: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(query).fetchall()
+    finally:
+        db.close()
+
+
+def test_an_allocation_is_deleted_only_where_it_was_written(tmp_path: Path) -> None:
+    async def run() -> list[list[str]]:
+        store = await ProjectionStore.open(tmp_path / "p.db")
+        state = await store.load(ClusterState())
+        seen: list[list[str]] = []
+        for event in (register("n1"), submit("a", resources=Resources(cpu=1)), assign("a", "n1")):
+            apply(state, event, state.seq + 1)
+        await store.flush(state)  # a's allocation is written
+        seen.append([r[0] for r in rows(tmp_path / "p.db", "SELECT task_id FROM allocations")])
+        for event in (submit("b"), assign("b", "n1"), start("b", "n1"), complete("b", "n1")):
+            apply(state, event, state.seq + 1)  # b's allocation comes and goes between flushes
+        for event in (start("a", "n1"), complete("a", "n1")):
+            apply(state, event, state.seq + 1)
+        changes = store.collect(state)
+        assert changes.allocs_gone == [("a",)]  # no DELETE for b, which was never written
+        await store.write(changes)
+        seen.append([r[0] for r in rows(tmp_path / "p.db", "SELECT task_id FROM allocations")])
+        await store.close()
+
+        # a restart knows which allocations have rows
+        store = await ProjectionStore.open(tmp_path / "q.db")
+        state = await store.load(ClusterState())
+        for event in (register("n1"), submit("c"), assign("c", "n1")):
+            apply(state, event, state.seq + 1)
+        await store.flush(state)
+        await store.close()
+        store = await ProjectionStore.open(tmp_path / "q.db")
+        state = await store.load(ClusterState())
+        for event in (start("c", "n1"), complete("c", "n1")):
+            apply(state, event, state.seq + 1)
+        await store.flush(state)
+        await store.close()
+        seen.append([r[0] for r in rows(tmp_path / "q.db", "SELECT task_id FROM allocations")])
+        return seen
+
+    assert asyncio.run(run()) == [["a"], [], []]
+
+
+def test_what_changes_while_a_flush_is_written_goes_into_the_next(tmp_path: Path) -> None:
+    async def run() -> tuple[str, str]:
+        store = await ProjectionStore.open(tmp_path / "p.db")
+        state = await store.load(ClusterState())
+        for event in (register("n1"), submit("a")):
+            apply(state, event, state.seq + 1)
+        writing = asyncio.ensure_future(store.write(store.collect(state)))
+        apply(state, assign("a", "n1"), state.seq + 1)  # while the rows above are written
+        await writing
+        first = rows(tmp_path / "p.db", "SELECT state FROM tasks")[0][0]
+        await store.flush(state)
+        second = rows(tmp_path / "p.db", "SELECT state FROM tasks")[0][0]
+        await store.close()
+        return str(first), str(second)
+
+    assert asyncio.run(run()) == ("queued", "assigned")
+
+
+def test_a_bulk_file_ends_like_a_live_one(tmp_path: Path) -> None:
+    log = [register("n1"), *[e for i in range(20) for e in (submit(f"t{i}"), assign(f"t{i}", "n1"))]]
+
+    async def fill(path: Path, bulk: bool) -> None:
+        store = await ProjectionStore.open(path, bulk=bulk)
+        state = ClusterState()
+        for seq, event in enumerate(log, 1):
+            apply(state, event, seq)
+        await store.flush(state)
+        await store.close()
+
+    asyncio.run(fill(tmp_path / "live.db", bulk=False))
+    asyncio.run(fill(tmp_path / "bulk.db", bulk=True))
+    schema = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+    assert rows(tmp_path / "bulk.db", schema) == rows(tmp_path / "live.db", schema)  # the same tables and indexes
+    assert rows(tmp_path / "bulk.db", "PRAGMA journal_mode") == [("wal",)]
+    for table in ("tasks", "nodes", "allocations", "trust_changes", "checkpoint"):
+        query = f"SELECT * FROM {table} ORDER BY 1"
+        assert rows(tmp_path / "bulk.db", query) == rows(tmp_path / "live.db", query), table
