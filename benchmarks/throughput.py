@@ -140,6 +140,11 @@ class Watcher:
         self.completed: dict[str, float] = {}
         self.failed: dict[str, float] = {}
         self.changed = asyncio.Event()
+        # the batch waited for, and how many of it finished: counted as they arrive, so the
+        # observer's CPU, which the cluster's processes share, does not grow with the batch
+        self.ids: list[str] = []
+        self.batch: frozenset[str] = frozenset()
+        self.finished = 0
 
     async def on_msg(self, msg: Msg) -> None:
         try:
@@ -149,17 +154,28 @@ class Watcher:
         verb = msg.subject.split(".")[3]
         target = {"submitted": self.submitted, "completed": self.completed, "failed": self.failed}.get(verb)
         if target is not None:
-            target[event.task_id] = event.ts  # type: ignore[attr-defined]
+            task_id = event.task_id  # type: ignore[attr-defined]
+            first = task_id not in self.completed and task_id not in self.failed
+            target[task_id] = event.ts
+            if verb != "submitted" and first and task_id in self.batch:
+                self.finished += 1
             self.changed.set()
 
+    def wait_for(self, ids: list[str]) -> None:
+        self.ids, self.batch = ids, frozenset(ids)
+        self.finished = sum(1 for t in self.batch if t in self.completed or t in self.failed)
+
     def done(self, ids: list[str]) -> int:
-        return sum(1 for t in ids if t in self.completed or t in self.failed)
+        if ids is not self.ids:
+            self.wait_for(ids)
+        return self.finished
 
 
 async def run_batch(
     client: HiveClient, watcher: Watcher, ids: list[str], stall_s: float, limit_s: float
 ) -> tuple[float, bool]:
     """Submit the batch and wait for all of it; return (wall seconds, finished)."""
+    watcher.wait_for(ids)
     started = time.perf_counter()
     await client.submit_many([(t, NOOP) for t in ids])
     deadline = time.monotonic() + limit_s
