@@ -70,16 +70,25 @@ class ReadyIndex:
 
     def ordered(self, state: ClusterState) -> Iterator[TaskView]:
         stale = 0
+        leading = 0  # stale entries before the first live one
         yielded: set[str] = set()  # a task requeued with an equal key has two equal entries
-        for key0, key1, task_id in self.entries:
-            task = state.tasks.get(task_id)
-            if task is None or task_id in yielded or task_id not in state.queue or queue_key(task) != (key0, key1):
-                stale += 1
-                continue
-            yielded.add(task_id)
-            yield task
-        if stale > 64 and stale * 2 > len(self.entries):
-            self.entries = [e for e in self.entries if e[2] in state.queue and queue_key(state.tasks[e[2]]) == e[:2]]
+        try:
+            for key0, key1, task_id in self.entries:
+                task = state.tasks.get(task_id)
+                if task is None or task_id in yielded or task_id not in state.queue or queue_key(task) != (key0, key1):
+                    stale += 1
+                    leading += not yielded
+                    continue
+                yielded.add(task_id)
+                yield task
+        finally:  # (also when the caller stops early, as placement does once the nodes are full)
+            # the tasks placed from the front of a burst: gone now, not walked again each round
+            del self.entries[:leading]
+            stale -= leading
+            if stale > 64 and stale * 2 > len(self.entries):
+                self.entries = [
+                    e for e in self.entries if e[2] in state.queue and queue_key(state.tasks[e[2]]) == e[:2]
+                ]
 
 
 def eligible(state: ClusterState, node: NodeView, task: TaskView) -> bool:

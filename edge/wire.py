@@ -64,6 +64,7 @@ class Conn:
         self.info: dict[str, Any] = {}
         self.errors: list[str] = []  # -ERR texts not yet looked at
         self.replies: dict[bytes, bytes | None] = {}  # reply subject -> payload (None: no responders)
+        self.asked: set[bytes] = set()  # reply subjects a request waits on (ask)
         self.pongs = 0
         self.inbox = ""
         self.api = "$JS.API."
@@ -124,18 +125,22 @@ class Conn:
         key = reply.encode()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while key not in self.replies:
-            self.parse()
-            self.check()
-            if key in self.replies:
-                break
-            if loop.time() > deadline:
-                raise NoReply(f"{explain(self.target, 'no reply')}: {subject} unanswered in {timeout:.0f}s")
-            try:
-                await self.fill(max(0.01, deadline - loop.time()))
-            except Stalled:  # a quiet server until the deadline: nobody answered (checked above)
-                continue
-        return self.replies.pop(key)
+        self.asked.add(key)
+        try:
+            while key not in self.replies:
+                self.parse()
+                self.check()
+                if key in self.replies:
+                    break
+                if loop.time() > deadline:
+                    raise NoReply(f"{explain(self.target, 'no reply')}: {subject} unanswered in {timeout:.0f}s")
+                try:
+                    await self.fill(max(0.01, deadline - loop.time()))
+                except Stalled:  # a quiet server until the deadline: nobody answered (checked above)
+                    continue
+            return self.replies.pop(key)
+        finally:
+            self.asked.discard(key)
 
     def publish_acked(self, subject: str, payload: bytes, msg_id: str) -> asyncio.Future[int]:
         """Publish to JetStream with ``Nats-Msg-Id`` (the server dedupes a retry); the
@@ -234,8 +239,9 @@ class Conn:
                     ack = self.acks.pop(parts[1], None)
                     if ack is not None:
                         _settle(ack, data)
-                    else:
+                    elif parts[1] in self.asked:
                         self.replies[parts[1]] = data  # None: no responders
+                    # else: a late answer to what nobody waits for any more (kept, it would pile up)
                 elif (box := self.subs.get(sid)) is not None:
                     box.append((parts[1].decode(), buf[start + hlen : start + size]))
                 continue

@@ -277,3 +277,18 @@ def test_placement_stops_at_the_limit_and_resumes() -> None:
     rest = place(state, 1000.0, reserved, busy={a.task_id for a in first}, index=ready, nodes=nodes, limit=2)
     assert [a.task_id for a in first] == ["t0", "t1"] and [a.task_id for a in rest] == ["t2", "t3"]
     assert reserved["n1"].count == 4
+
+
+def test_the_ready_index_forgets_what_was_placed_from_its_front() -> None:
+    # a burst bigger than the cluster's slots: each round places a few from the front and
+    # stops early; those entries must not be walked again on every later round
+    state = fold(register("n1", max_tasks=200), *[submit(f"t{i:03d}") for i in range(200)])
+    index = ReadyIndex()
+    index.sync(state)
+    for i in range(10):
+        apply(state, assign(f"t{i:03d}", "n1"), state.seq + 1)
+    walk = index.ordered(state)
+    assert next(walk).task_id == "t010"
+    walk.close()  # the caller stopped early (the nodes were full)
+    assert len(index.entries) == 190
+    assert [t.task_id for t in index.ordered(state)][:2] == ["t010", "t011"]

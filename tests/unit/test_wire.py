@@ -78,3 +78,12 @@ def test_a_status_that_ends_the_read() -> None:
     c.buf = status("409 Consumer Deleted")
     with pytest.raises(wire.HiveError, match="409 Consumer Deleted"):
         c.parse()
+
+
+def test_a_late_answer_to_a_request_given_up_is_dropped() -> None:
+    c = conn()
+    waited = b"_INBOX.u.x.r.1"
+    c.asked.add(waited)  # what ask() does while it waits
+    c.buf = f"MSG {waited.decode()} r 2\r\nok\r\nMSG _INBOX.u.x.r.2 r 4\r\nlate\r\n".encode()
+    c.parse()
+    assert c.replies == {waited: b"ok"}  # the second one, which nobody waits for (any more), is not kept
