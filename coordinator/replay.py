@@ -141,7 +141,7 @@ async def rebuild(
     finally:
         gc.enable()
         gc.unfreeze()
-    await store.close()
+        await store.close()  # (after a failure too: its thread would keep the process alive)
     seconds = time.perf_counter() - started
     conn = sqlite3.connect(str(db_path))
     try:

@@ -13,6 +13,7 @@ with the history.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
@@ -161,6 +162,7 @@ class ProjectionStore:
         # tasks with a row in `allocations`: a released allocation that was never written
         # needs no DELETE (a rebuild's one flush would otherwise delete every allocation)
         self.stored_allocs: set[str] = set()
+        self.unwritten: list[Changes] = []  # collected by a flush that failed
 
     @classmethod
     async def open(cls, path: str | Path, bulk: bool = False) -> ProjectionStore:
@@ -256,8 +258,15 @@ class ProjectionStore:
         self.rejected.append((seq, subject, error[:500]))
 
     async def flush(self, state: ClusterState) -> None:
-        """Write what changed since the last flush, and the checkpoint, in one transaction."""
-        await self.write(self.collect(state))
+        """Write what changed since the last flush, and the checkpoint, in one transaction.
+        The rows of a flush that failed (rolled back) go first in the next one: the
+        projection's marks of them were cleared when they were collected."""
+        pending, self.unwritten = [*self.unwritten, self.collect(state)], []
+        try:
+            await self.write(*pending)
+        except BaseException:
+            self.unwritten = pending
+            raise
 
     def collect(self, state: ClusterState) -> Changes:
         """The rows that changed since the last collect, as they are now; the projection's
@@ -319,23 +328,30 @@ class ProjectionStore:
         state.dirty_heartbeat = False
         return changes
 
-    async def write(self, changes: Changes) -> None:
-        """``changes`` and their checkpoint, in one transaction."""
+    async def write(self, *batches: Changes) -> None:
+        """``batches``, in order, and the last one's checkpoint, in one transaction; rolled
+        back if any of it fails."""
         db = self.db
-        for sql, rows in (
-            ("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?)", changes.tasks),
-            ("INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?)", changes.nodes),
-            ("DELETE FROM allocations WHERE task_id = ?", changes.allocs_gone),
-            ("INSERT OR REPLACE INTO allocations VALUES (?,?,?,?,?,?,?,?)", changes.allocs),
-            ("INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?)", changes.requests),
-            ("INSERT INTO trust_changes VALUES (?,?,?,?,?,?)", changes.trust),
-            ("INSERT OR REPLACE INTO settings VALUES (?,?)", changes.settings),
-            ("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", changes.rejected),
-        ):
-            if rows:
-                await db.executemany(sql, rows)
-        await db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", (PROJECTION, changes.seq))
-        await db.commit()
+        try:
+            for changes in batches:
+                for sql, rows in (
+                    ("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?)", changes.tasks),
+                    ("INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?)", changes.nodes),
+                    ("DELETE FROM allocations WHERE task_id = ?", changes.allocs_gone),
+                    ("INSERT OR REPLACE INTO allocations VALUES (?,?,?,?,?,?,?,?)", changes.allocs),
+                    ("INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?)", changes.requests),
+                    ("INSERT INTO trust_changes VALUES (?,?,?,?,?,?)", changes.trust),
+                    ("INSERT OR REPLACE INTO settings VALUES (?,?)", changes.settings),
+                    ("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", changes.rejected),
+                ):
+                    if rows:
+                        await db.executemany(sql, rows)
+                await db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", (PROJECTION, changes.seq))
+            await db.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.rollback()
+            raise
 
     # -- reading finished tasks back (the API's lists; ClusterState.load_task) --------
 

@@ -98,3 +98,44 @@ def test_a_bulk_file_ends_like_a_live_one(tmp_path: Path) -> None:
     for table in ("tasks", "nodes", "allocations", "trust_changes", "checkpoint"):
         query = f"SELECT * FROM {table} ORDER BY 1"
         assert rows(tmp_path / "bulk.db", query) == rows(tmp_path / "live.db", query), table
+
+
+def test_the_rows_of_a_flush_that_failed_go_into_the_next(tmp_path: Path) -> None:
+    async def run() -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], int]:
+        store = await ProjectionStore.open(tmp_path / "p.db")
+        state = await store.load(ClusterState())
+        for event in (register("n1"), submit("a"), assign("a", "n1"), start("a", "n1"), complete("a", "n1")):
+            apply(state, event, state.seq + 1)
+        real = store.db.executemany
+        failures = 1
+
+        async def failing(sql: str, rows: object) -> object:
+            nonlocal failures
+            if sql.startswith("INSERT INTO trust_changes") and failures:
+                failures -= 1
+                raise sqlite3.OperationalError("disk I/O error")  # after the task's row was written
+            return await real(sql, rows)
+
+        store.db.executemany = failing  # type: ignore[method-assign]
+        try:
+            try:
+                await store.flush(state)
+            except sqlite3.OperationalError:
+                pass
+            else:
+                raise AssertionError("the flush did not fail")
+            rolled_back = rows(tmp_path / "p.db", "SELECT task_id FROM tasks")
+            apply(state, submit("b"), state.seq + 1)
+            await store.flush(state)  # the next flush: its own rows and the failed one's
+        finally:
+            await store.close()
+        checkpoint = rows(tmp_path / "p.db", "SELECT seq FROM checkpoint")[0][0]
+        assert isinstance(checkpoint, int)
+        return rolled_back, rows(tmp_path / "p.db", "SELECT task_id, state FROM tasks ORDER BY 1"), checkpoint
+
+    rolled_back, tasks, checkpoint = asyncio.run(run())
+    assert rolled_back == []
+    assert tasks == [("a", "completed"), ("b", "queued")]
+    assert checkpoint == 6
+    trust = rows(tmp_path / "p.db", "SELECT task_id, cause FROM trust_changes")
+    assert trust == [("a", "completed")]  # once: the failed insert was rolled back
