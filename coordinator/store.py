@@ -169,13 +169,16 @@ class ProjectionStore:
         """The projection file at ``path``; ``bulk``: a fresh file that a rebuild fills
         (no journal, indexes made by ``close``)."""
         db = await open_projection(path, SCHEMA, BULK_PRAGMAS if bulk else None)
+        store = cls(db, bulk)
         try:
             if not bulk:
                 await _add_order_column(db)
+                async with db.execute("SELECT task_id FROM allocations") as cur:
+                    store.stored_allocs = {row[0] for row in await cur.fetchall()}
         except BaseException:
             await db.close()
             raise
-        return cls(db, bulk)
+        return store
 
     async def close(self) -> None:
         try:
@@ -225,7 +228,6 @@ class ProjectionStore:
                     Allocation,
                 )
                 state.allocations[alloc.task_id] = alloc
-        self.stored_allocs = set(state.allocations)
         async with self.db.execute("SELECT value FROM settings WHERE key = 'trust'") as cur:
             row = await cur.fetchone()
         if row:
