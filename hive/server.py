@@ -39,10 +39,20 @@ def config_file() -> Path:
     return conf
 
 
+_handed: set[int] = set()  # the ports free_port gave this process
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, and not one this process was given before: once the
+    probe socket is closed, the next call may get the same number (a cluster's second
+    server then found its port taken by the first's route listener)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed:
+            _handed.add(port)
+            return port
 
 
 def with_js_domain(conf: str, domain: str) -> str:
