@@ -241,7 +241,7 @@ class Conn:
                         _settle(ack, data)
                     elif parts[1] in self.asked:
                         self.replies[parts[1]] = data  # None: no responders
-                    # else: a late answer to what nobody waits for any more (kept, it would pile up)
+                    # else: a late answer nobody waits for any more, dropped (kept, such answers would pile up)
                 elif (box := self.subs.get(sid)) is not None:
                     box.append((parts[1].decode(), buf[start + hlen : start + size]))
                 continue

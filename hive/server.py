@@ -44,8 +44,8 @@ _handed: set[int] = set()  # the ports free_port gave this process
 
 def free_port() -> int:
     """A port nothing listens on now, and not one this process was given before: once the
-    probe socket is closed, the next call may get the same number (a cluster's second
-    server then found its port taken by the first's route listener)."""
+    probe socket is closed, the next call may get the same number (the ports of one cluster,
+    a client port and a route port, could be one)."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
