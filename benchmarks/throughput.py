@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import nats  # noqa: E402
+import msgspec  # noqa: E402
 import psutil  # noqa: E402
-from nats.aio.msg import Msg  # noqa: E402
 
 from coordinator.replay import rebuild  # noqa: E402
-from events.codec import BadEvent, decode  # noqa: E402
+from edge import wire  # noqa: E402
+from edge.config import Target, resolve  # noqa: E402
 from events.subjects import AUDIT_STREAM  # noqa: E402
 from events.task import TaskSpec  # noqa: E402
 from hive.client import HiveClient  # noqa: E402
@@ -132,8 +132,21 @@ def cpu_seconds(server: Server, procs: list[Proc]) -> dict[str, float]:
     return used
 
 
+WATCHED = ("hive.task.*.submitted.by.*", "hive.task.*.completed.*", "hive.task.*.failed.*")
+
+
+class Seen(msgspec.Struct):
+    """What the observer reads of an event: the benchmark's own plain decode, not the
+    services' checked one (the log holds only events the cluster accepted or refused)."""
+
+    task_id: str
+    ts: float
+
+
 class Watcher:
-    """Collects TaskSubmitted / TaskCompleted / TaskFailed timestamps from a plain subscription."""
+    """Collects TaskSubmitted / TaskCompleted / TaskFailed timestamps from plain (core)
+    subscriptions, read on a lean connection (``edge.wire``): the observer shares the two
+    cores with the cluster, so what it costs per message comes off what is measured."""
 
     def __init__(self) -> None:
         self.submitted: dict[str, float] = {}
@@ -145,16 +158,51 @@ class Watcher:
         self.ids: list[str] = []
         self.batch: frozenset[str] = frozenset()
         self.finished = 0
+        self.conn: wire.Conn | None = None
+        self.reading: asyncio.Task[None] | None = None
 
-    async def on_msg(self, msg: Msg) -> None:
+    async def start(self, target: Target) -> None:
+        """Subscribe on a connection of its own; return once the server has the subscriptions."""
+        self.conn = conn = await wire.open_conn(target, "bench-watch")
+        sids = [f"w{i}".encode() for i in range(len(WATCHED))]
+        for sid, subject in zip(sids, WATCHED, strict=True):
+            conn.subs[sid] = []
+            conn.writer.write(f"SUB {subject} {sid.decode()}\r\n".encode())
+        pongs = conn.pongs
+        conn.writer.write(b"PING\r\n")
+        while conn.pongs == pongs:
+            await conn.fill()
+            conn.parse()
+            conn.check()
+        self.reading = asyncio.create_task(self._read(conn, sids))
+
+    async def _read(self, conn: wire.Conn, sids: list[bytes]) -> None:
+        while True:
+            await conn.fill(3600.0)
+            conn.parse()
+            for sid in sids:
+                box = conn.subs[sid]
+                if box:
+                    conn.subs[sid] = []
+                    for subject, data in box:
+                        self.on_message(subject, data)
+
+    async def close(self) -> None:
+        if self.reading is not None:
+            self.reading.cancel()
+            await asyncio.gather(self.reading, return_exceptions=True)
+        if self.conn is not None:
+            await self.conn.close()
+
+    def on_message(self, subject: str, data: bytes) -> None:
         try:
-            event = decode(msg.data)
-        except BadEvent:
+            event = _seen.decode(data)
+        except msgspec.DecodeError:
             return
-        verb = msg.subject.split(".")[3]
+        verb = subject.split(".")[3]
         target = {"submitted": self.submitted, "completed": self.completed, "failed": self.failed}.get(verb)
         if target is not None:
-            task_id = event.task_id  # type: ignore[attr-defined]
+            task_id = event.task_id
             first = task_id not in self.completed and task_id not in self.failed
             target[task_id] = event.ts
             if verb != "submitted" and first and task_id in self.batch:
@@ -169,6 +217,9 @@ class Watcher:
         if ids is not self.ids:
             self.wait_for(ids)
         return self.finished
+
+
+_seen = msgspec.json.Decoder(Seen)
 
 
 async def run_batch(
@@ -235,13 +286,10 @@ def summarise(watcher: Watcher, ids: list[str]) -> dict[str, Any]:
 
 async def bench(args: argparse.Namespace, server: Server, procs: list[Proc]) -> dict[str, Any]:
     client = await HiveClient.connect(server.url, server.directory)
-    watch = await nats.connect(server.url, **server.options("auditor", "bench-watch"))
     watcher = Watcher()
     try:
         await wait_until_ready(client, args.nodes)
-        for subject in ("hive.task.*.submitted.by.*", "hive.task.*.completed.*", "hive.task.*.failed.*"):
-            await watch.subscribe(subject, cb=watcher.on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
-        await watch.flush()
+        await watcher.start(resolve(server.url, "auditor", server.directory, creds=server.creds("auditor", "bench-watch")))
         limit = max(120.0, args.tasks / 20)
         if args.warmup:
             warm = [f"t-warm{i:06d}" for i in range(args.warmup)]
@@ -261,7 +309,7 @@ async def bench(args: argparse.Namespace, server: Server, procs: list[Proc]) -> 
         replay = await rebuild(client.js, server.directory / "bench-replay.db")
         return result | {"stats": stats, "replay": replay}
     finally:
-        await watch.close()
+        await watcher.close()
         await client.close()
 
 

@@ -207,12 +207,8 @@ class Publisher:
                 if conn is None:
                     ack = await self.js.publish(subject, data, timeout=timeout, headers=headers)
                     return int(ack.seq)
-                future = conn.publish_acked(subject, data, event.id)
-                try:
-                    return await asyncio.wait_for(future, timeout)
-                except TimeoutError:
-                    conn.forget(future)
-                    raise
+                # a connection's reader expires it (``Conn.expire``): no timer per publish
+                return await conn.publish_acked(subject, data, event.id, timeout)
             except (*TRANSIENT, Unreachable) as exc:
                 if attempts and tries >= attempts:
                     raise

@@ -151,6 +151,7 @@ class Follower:
             if gap:
                 raise Gap
             conn.check()
+            conn.expire(asyncio.get_running_loop().time())
             await conn.fill(STALL_S)
 
     def _hand(self, conn: Conn) -> None:

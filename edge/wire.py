@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import heapq
 import json
 import secrets
 import ssl
@@ -81,6 +82,7 @@ class Conn:
         self.subs: dict[bytes, list[tuple[str, bytes]]] = {}
         self.acks: dict[bytes, asyncio.Future[int]] = {}  # reply subject -> a publish's ack (publish_acked)
         self.outgoing: list[bytes] = []  # publishes not yet written (publish_acked)
+        self.expiring: list[tuple[float, bytes]] = []  # heap of (deadline, reply) of acks awaited with a timeout
 
     # -- I/O ------------------------------------------------------------------------
 
@@ -142,10 +144,15 @@ class Conn:
         finally:
             self.asked.discard(key)
 
-    def publish_acked(self, subject: str, payload: bytes, msg_id: str) -> asyncio.Future[int]:
+    def publish_acked(
+        self, subject: str, payload: bytes, msg_id: str, timeout: float | None = None
+    ) -> asyncio.Future[int]:
         """Publish to JetStream with ``Nats-Msg-Id`` (the server dedupes a retry); the
         future gets the stream sequence of the ack, or ``Unreachable`` where no stream
-        answered or the connection was lost (worth a retry), or ``HiveError`` (not)."""
+        answered or the connection was lost (worth a retry), or ``HiveError`` (not), or,
+        with ``timeout``, ``TimeoutError`` once the reader's ``expire`` finds it past due.
+        (One heap for all, read by the loop that reads anyway: ``asyncio.wait_for`` on each
+        ack cost a tenth of a node's CPU in timers, futures and callbacks.)"""
         self.requests += 1
         reply = f"{self.inbox}.r.{self.requests}"
         head = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n".encode()
@@ -154,23 +161,30 @@ class Conn:
             loop.call_soon(self._write_out)
         self.outgoing += [f"HPUB {subject} {reply} {len(head)} {len(head) + len(payload)}\r\n".encode(), head, payload, b"\r\n"]
         future: asyncio.Future[int] = loop.create_future()
-        self.acks[reply.encode()] = future
+        key = reply.encode()
+        self.acks[key] = future
+        if timeout is not None:
+            heapq.heappush(self.expiring, (loop.time() + timeout, key))
         return future
+
+    def expire(self, now: float) -> None:
+        """Fail with ``TimeoutError`` each ack still awaited past its ``publish_acked``
+        timeout (``now``: the loop's clock). Whoever reads the connection calls this after
+        each read; a follower reads at least once a second (the consumer's heartbeats)."""
+        expiring = self.expiring
+        while expiring and expiring[0][0] <= now:
+            future = self.acks.pop(heapq.heappop(expiring)[1], None)
+            if future is not None and not future.done():
+                future.set_exception(TimeoutError("no ack in time"))
 
     def _write_out(self) -> None:
         outgoing, self.outgoing = self.outgoing, []
         if not self.writer.is_closing():
             self.writer.write(b"".join(outgoing))
 
-    def forget(self, future: asyncio.Future[int]) -> None:
-        """Stop waiting for an ack (its publish timed out and is retried)."""
-        for key, waiting in list(self.acks.items()):
-            if waiting is future:
-                del self.acks[key]
-
     def fail_acks(self, why: str) -> None:
         """The connection is gone: every ack still awaited fails, to be retried elsewhere."""
-        acks, self.acks = self.acks, {}
+        acks, self.acks, self.expiring = self.acks, {}, []
         for future in acks.values():
             if not future.done():
                 future.set_exception(Unreachable(why))
@@ -281,6 +295,25 @@ class Conn:
             return gap
         first = header.split(b"\r\n", 1)[0].decode("utf-8", "replace")
         raise HiveError(f"the server ended the read: {first}")
+
+
+async def read_acks(conn: Conn) -> None:
+    """Parse what arrives until the connection ends, for a connection that only publishes
+    (``publish_acked``): each ack settles its future. When the connection is lost, or the
+    server refuses a publish (a permissions violation), every ack still awaited fails with
+    that reason, and so does this."""
+    try:
+        while True:
+            await conn.fill(timeout=365 * 86400.0)  # an idle publisher hears nothing: not a stall
+            conn.parse()
+            conn.check()
+            conn.expire(asyncio.get_running_loop().time())
+    except (Unreachable, Denied) as exc:
+        acks, conn.acks, conn.expiring = conn.acks, {}, []
+        for future in acks.values():
+            if not future.done():
+                future.set_exception(exc)
+        raise
 
 
 def _settle(future: asyncio.Future[int], data: bytes | None) -> None:

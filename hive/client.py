@@ -18,9 +18,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from edge.bus import MSG_ID_HEADER, TRANSIENT, connect
-from edge.config import resolve, user_of
+from edge.config import Target, resolve, user_of
 from edge.errors import Denied, HiveError, NotFound, Unreachable
 from edge.logread import read_stream
+from edge.wire import open_conn, read_acks
 from events.base import Event, new_id
 from events.codec import BadEvent, check_outgoing, decode, encode
 from events.node import NodeDrainRequested
@@ -32,6 +33,8 @@ from hive.reads import HISTORY_STREAMS, NODES_PAGE, History, all_nodes, answer, 
 TERMINAL = ("completed", "failed", "cancelled")
 ENDING_VERBS = frozenset({"completed", "failed", "cancelled"})
 RETRY_S = 15.0  # how long a publish rides out a leader election or a server restart
+ACK_S = 10.0  # a pipelined publish not acknowledged in this long is published again, on its own
+LEAN_BATCH = 100  # a batch at least this big is submitted on a lean connection of its own
 ProgressFn = Callable[[float, str], None]
 
 
@@ -55,6 +58,7 @@ class HiveClient:
         self.emitter = f"client:{name}"
         self.last_seq = 0
         self.refusals = Refusals()  # permission violations the server reported
+        self.target: Target | None = None  # where ``connect`` connected: a batch's lean connection goes there too
 
     async def _unless_refused(self, work: Awaitable[Any], what: str) -> Any:
         """``work``, or ``Denied`` as soon as the server reports refusing it (nats-py only
@@ -88,6 +92,7 @@ class HiveClient:
         nc = await connect(target, "hive-client", deadline=deadline, persistent=False, on_denied=refusals.add)
         client = cls(nc, user_of(target))
         client.refusals = refusals
+        client.target = target
         return client
 
     async def __aenter__(self) -> HiveClient:
@@ -140,32 +145,74 @@ class HiveClient:
             raise HiveError(f"refusing to publish {type(event).__name__}: {exc}") from None
 
     async def submit_many(self, items: list[tuple[str, TaskSpec]], window: int = 1000) -> list[str]:
-        """Submit a batch (a DAG may refer within it), pipelined: ids in order."""
+        """Submit a batch (a DAG may refer within it), pipelined: ids in order. A large
+        batch goes out on a lean connection of its own (``edge.wire``): nats-py spends more
+        on each publish and its ack than the rest of a submission costs."""
         await self.check_submission(items)
         for task_id, spec in items:  # all refused before any is written
             self._outgoing(TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter))
+        conn = None
+        if self.target is not None and len(items) >= LEAN_BATCH:
+            try:
+                conn = await open_conn(self.target, "hive-submit")
+            except HiveError:
+                conn = None  # nats-py's connection still works: it has its own retries
+        if conn is None:
+            await self._submit_pipelined(items, window, self._publish_async)
+            return [task_id for task_id, _ in items]
+        acks = asyncio.create_task(read_acks(conn))
+
+        async def lean(subject: str, data: bytes, msg_id: str) -> asyncio.Future[Any]:
+            return conn.publish_acked(subject, data, msg_id)
+
+        try:
+            await self._submit_pipelined(items, window, lean)
+        finally:
+            acks.cancel()
+            await asyncio.gather(acks, return_exceptions=True)
+            await conn.close()
+        return [task_id for task_id, _ in items]
+
+    async def _publish_async(self, subject: str, data: bytes, msg_id: str) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self.js.publish_async(subject, data, headers={MSG_ID_HEADER: msg_id})
+        return future
+
+    async def _submit_pipelined(
+        self,
+        items: list[tuple[str, TaskSpec]],
+        window: int,
+        publish: Callable[[str, bytes, str], Awaitable[asyncio.Future[Any]]],
+    ) -> None:
         futures = []
         for task_id, spec in items:
             # stamped as it is written (what was checked differs only in id and time)
             event = TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter)
             data = encode(event)
-            future = await self.js.publish_async(subject_for(event), data, headers={MSG_ID_HEADER: event.id})
-            futures.append((future, event, data))
+            futures.append((await publish(subject_for(event), data, event.id), event, data))
             if len(futures) >= window:
                 await self._settle(futures)
                 futures = []
         await self._settle(futures)
-        return [task_id for task_id, _ in items]
 
     async def _settle(self, pending: list[tuple[asyncio.Future[Any], Event, bytes]]) -> None:
-        """Wait for pipelined acks; what failed is published again, one by one, with retries
-        (the same id: what did land the first time is deduplicated)."""
-        acks = await asyncio.gather(*(future for future, _, _ in pending), return_exceptions=True)
-        for ack, (_, event, data) in zip(acks, pending, strict=True):
-            if isinstance(ack, BaseException):
-                await self._publish(event, data)
+        """Wait for pipelined acks; what failed, or was not answered in ``ACK_S``, is
+        published again, one by one, with retries (the same id: what did land the first
+        time is deduplicated)."""
+        if not pending:
+            return
+        await asyncio.wait([future for future, _, _ in pending], timeout=ACK_S)
+        again = []
+        for future, event, data in pending:  # every outcome looked at before a retry may raise
+            if not future.done():
+                future.cancel()
+                again.append((event, data))
+            elif future.cancelled() or future.exception() is not None:
+                again.append((event, data))
             else:
-                self.last_seq = max(self.last_seq, ack.seq)
+                ack = future.result()
+                self.last_seq = max(self.last_seq, ack if isinstance(ack, int) else ack.seq)
+        for event, data in again:
+            await self._publish(event, data)
 
     async def check_submission(self, items: list[tuple[str, TaskSpec]]) -> None:
         for task_id, spec in items:

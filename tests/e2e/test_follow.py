@@ -232,6 +232,33 @@ async def test_publishes_on_the_followers_connection_are_acknowledged_and_dedupl
                 await pending
 
 
+async def test_an_ack_that_never_comes_times_out(server: Server) -> None:
+    """``publish_acked`` with a timeout (``Publisher.publish_reliably``'s): the follower's
+    reads expire it, with no timer per publish; an ack that came in time stays as it was."""
+    await publish(server, 0, 1)
+    silent = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
+
+    async def hear(msg: object) -> None:  # a listener, so no "no responders"; it never acks
+        pass
+
+    await silent.subscribe("hive.fwsilent.>", cb=hear)
+    await silent.flush()
+    try:
+        async with following(target(server), STREAM, Seen().on_records) as follower:
+            conn = follower.publishing()
+            assert conn is not None
+            lost = conn.publish_acked("hive.fwsilent.x", b"x", "id-silent", timeout=0.5)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(lost, 10)  # (a safety net: the follower expires it first)
+            assert not conn.acks and not conn.expiring
+            answered = conn.publish_acked("hive.fw.a", b"in time", "id-in-time", timeout=0.5)
+            assert await asyncio.wait_for(answered, 10) >= 2
+            await asyncio.sleep(1.5)  # past its deadline: expiring an answered ack changes nothing
+            assert answered.result() >= 2 and not conn.expiring
+    finally:
+        await silent.close()
+
+
 async def test_the_publisher_rides_out_a_server_restart_on_the_lean_connection(server: Server) -> None:
     await publish(server, 0, 1)
     nc = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
