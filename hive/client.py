@@ -163,6 +163,8 @@ class HiveClient:
         acks = asyncio.create_task(read_acks(conn))
 
         async def lean(subject: str, data: bytes, msg_id: str) -> asyncio.Future[Any]:
+            if acks.done():  # the lean connection is lost (its acks failed): the rest through nats-py
+                return await self._publish_async(subject, data, msg_id)
             return conn.publish_acked(subject, data, msg_id)
 
         try:
