@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--hold-s", type=float, default=1.0, help="how long each task runs")
     args = parser.parse_args()
     configure("warning")
+    os.chdir(ROOT)  # the services (`python -m hive`) are this tree's, run from a worktree too
     with tempfile.TemporaryDirectory(prefix="hive-failover-") as tmp:
         result = asyncio.run(run(args.kills, args.tasks, args.hold_s, Path(tmp)))
     print(json.dumps(result))

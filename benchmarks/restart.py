@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=200_000)
     args = parser.parse_args()
     configure("warning")
+    os.chdir(ROOT)  # the services (`python -m hive`) are this tree's, run from a worktree too
     with tempfile.TemporaryDirectory(prefix="hive-restart-") as tmp:
         print(json.dumps(run(args.tasks, Path(tmp))))
 

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -341,6 +342,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
         "idle_p50_ms": result["probe"]["p50_ms"],  # one task at a time through an idle cluster
         "idle_p99_ms": result["probe"]["p99_ms"],
         "cpu_us_per_task": {name: round(seconds / done * 1e6) for name, seconds in result["cpu_s"].items()},
+        "code": str(ROOT),
     }
 
 
@@ -382,6 +384,12 @@ def dask_figure(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     configure("warning")
+    # the services run as `python -m hive` from the working directory: from this tree's
+    # root, a copy of the repository (a worktree of an older commit) runs its own services
+    for name in ("keep", "profile_coordinator"):  # (paths given are the caller's: resolved first)
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    os.chdir(ROOT)
     with tempfile.TemporaryDirectory(prefix="hive-bench-") as tmp:
         directory = Path(args.keep).resolve() if args.keep else Path(tmp)
         try:
