@@ -24,6 +24,7 @@ from nats.js.api import ConsumerConfig
 
 import edge.auth as auth
 from edge.auth.jwt import read_creds
+from hive.children import tied_to_parent
 from hive.server import free_port, port_open, server_binary
 
 STREAM = "OPMODE"
@@ -66,7 +67,10 @@ class OperatorServer:
     def start(self, conf: Path | None = None) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [server_binary(), "-c", str(conf or self.conf)], stdout=out, stderr=subprocess.STDOUT
+                [server_binary(), "-c", str(conf or self.conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=tied_to_parent(),  # a killed test run leaves no server behind
             )
         deadline = time.monotonic() + 10
         while not port_open(self.port):

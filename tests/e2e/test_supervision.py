@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from hive.children import tied_to_parent
 from hive.restarts import History, RestartPolicy, decide
 from hive.server import free_port
 
@@ -107,6 +108,7 @@ class HiveUp:
             self.proc = subprocess.Popen(
                 args, env=self.env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=tied_to_parent(),  # a killed test run leaves no `hive up` behind
             )  # fmt: skip
         return self
 

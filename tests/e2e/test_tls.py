@@ -41,6 +41,7 @@ import pytest
 import edge.auth as auth
 from edge.auth.jwt import creds_file, read_creds
 from edge.auth.tls import TlsFiles, client_context, ensure_local_ca, server_tls_config
+from hive.children import tied_to_parent
 from hive.server import free_port, port_open, server_binary
 
 STREAM = "TLSRT"
@@ -88,7 +89,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     )
     log = directory / "nats-server.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([server_binary(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [server_binary(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, preexec_fn=tied_to_parent()
+        )
     deadline = time.monotonic() + 10
     while not port_open(port):
         if proc.poll() is not None or time.monotonic() > deadline:
