@@ -124,7 +124,9 @@ def lies(before: dict[str, dict[str, Any]], holds: list[str], never: list[str], 
     """Valid in every way, hostile in meaning: each must be rejected or ignored."""
     other = {"n1": "n2", "n2": "n1"}
     cap = Resources(cpu=64, memory_gb=256)
-    busy = before[holds[0]]["node_id"]
+    # the node running most of the holds (at least 2 of 3): max_tasks=1 is below what runs
+    # there (on a node running one hold it would be a true re-registration, and accepted)
+    busy = Counter(before[t]["node_id"] for t in holds).most_common(1)[0][0]
     out: list[Event] = [
         NodeRegistered(node_id="n1", emitter="node:n2", capacity=cap, max_tasks=64, executors=["function"]),
         # shrinking a node below what runs on it
