@@ -182,12 +182,14 @@ class Conn:
         if not self.writer.is_closing():
             self.writer.write(b"".join(outgoing))
 
-    def fail_acks(self, why: str) -> None:
-        """The connection is gone: every ack still awaited fails, to be retried elsewhere."""
+    def fail_acks(self, why: str | Exception) -> None:
+        """The connection is gone (or refused a publish: ``why`` the error itself): every
+        ack still awaited fails, to be retried elsewhere."""
+        error = why if isinstance(why, Exception) else Unreachable(why)
         acks, self.acks, self.expiring = self.acks, {}, []
         for future in acks.values():
             if not future.done():
-                future.set_exception(Unreachable(why))
+                future.set_exception(error)
 
     async def request(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A JetStream API request and its JSON answer."""
@@ -309,10 +311,7 @@ async def read_acks(conn: Conn) -> None:
             conn.check()
             conn.expire(asyncio.get_running_loop().time())
     except (Unreachable, Denied) as exc:
-        acks, conn.acks, conn.expiring = conn.acks, {}, []
-        for future in acks.values():
-            if not future.done():
-                future.set_exception(exc)
+        conn.fail_acks(exc)
         raise
 
 
