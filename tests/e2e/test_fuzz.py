@@ -41,6 +41,10 @@ FRESH = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_siz
 VERB_TYPES = {verb: cls for table in (TASK_VERBS, NODE_VERBS, COORDINATOR_VERBS) for cls, verb in table.items()}
 NOOP = TaskSpec(executor="function", type="noop")
 HOLD = TaskSpec(executor="function", type="test_hold", payload={"seconds": HOLD_S})
+# runs through the whole test: a registration below what runs on a node is a lie only while
+# something runs there, and the HOLD_S holds may be over (on a slow machine) before it lands
+PIN = TaskSpec(executor="function", type="test_hold", payload={"seconds": 3600.0}, resources=Resources(cpu=0.5))
+PINNED = "fz-pin"
 # cpu=1000 fits no real node; min_trust=high keeps it off the phantom nodes the fuzz registers
 # (anyone with the node credential can register a 100k-core node; a new node starts at medium trust)
 NEVER = TaskSpec(executor="function", type="noop", resources=Resources(cpu=1000), min_trust="high")
@@ -124,9 +128,7 @@ def lies(before: dict[str, dict[str, Any]], holds: list[str], never: list[str], 
     """Valid in every way, hostile in meaning: each must be rejected or ignored."""
     other = {"n1": "n2", "n2": "n1"}
     cap = Resources(cpu=64, memory_gb=256)
-    # the node running most of the holds (at least 2 of 3): max_tasks=1 is below what runs
-    # there (on a node running one hold it would be a true re-registration, and accepted)
-    busy = Counter(before[t]["node_id"] for t in holds).most_common(1)[0][0]
+    busy = before[PINNED]["node_id"]  # the pin holds 0.5 cores there
     out: list[Event] = [
         NodeRegistered(node_id="n1", emitter="node:n2", capacity=cap, max_tasks=64, executors=["function"]),
         # shrinking a node below what runs on it
@@ -317,13 +319,14 @@ async def test_fuzzed_wire_changes_nothing_it_should_not(tmp_path: Any) -> None:
             proc.start()
         async with await HiveClient.connect(server.url, server.directory) as client:
             await client.submit_many(
-                [(t, NOOP) for t in noops] + [(t, HOLD) for t in holds] + [(t, NEVER) for t in never]
+                [(t, NOOP) for t in noops] + [(t, HOLD) for t in holds] + [(t, NEVER) for t in never] + [(PINNED, PIN)]
             )
             await wait_counts(client, len(noops), timeout=30)
-            await wait_counts(client, len(holds), state="running", timeout=30)
-            before = snapshot(await client.tasks(), real)
+            await wait_counts(client, len(holds) + 1, state="running", timeout=30)
+            before = snapshot(await client.tasks(), [*real, PINNED])
             nodes_before = node_rows(await client.nodes())
             assert [before[t]["state"] for t in real] == ["completed"] * 5 + ["running"] * 3 + ["queued"] * 2, before
+            assert before[PINNED]["state"] == "running", before
 
             conn = await nats.connect(server.url, **server.options("coordinator", "coordinator"))
             node_js = conn.jetstream()
