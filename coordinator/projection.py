@@ -254,6 +254,8 @@ def _(event: TaskCompleted, state: ClusterState, seq: int) -> None:
     if task is None:
         return
     _release(state, task)
+    if event.started_at is not None:
+        task.started_at = event.started_at  # an attempt that ended before it sent TaskStarted
     task.result = event.result
     task.exit_code = event.exit_code
     task.duration_s = event.duration_s
@@ -275,6 +277,8 @@ def _(event: TaskFailed, state: ClusterState, seq: int) -> None:
     if task is None:
         return
     _release(state, task)
+    if event.started_at is not None:
+        task.started_at = event.started_at
     task.error = event.error
     task.exit_code = event.exit_code
     task.reason = event.reason

@@ -39,6 +39,7 @@ from events.limits import (
     Term,
     TimeOrZero,
     Timeout,
+    Timestamp,
     Token,
 )
 
@@ -114,6 +115,9 @@ class TaskCompleted(Event, frozen=True, kw_only=True):
     stderr: Output = ""
     outputs: Annotated[list[OutputFile], Meta(max_length=10_000)] = []
     skipped: bool = False
+    # when the attempt began, from an attempt that ended before it sent TaskStarted
+    # (node.startreport); None when a TaskStarted says it
+    started_at: Timestamp | None = None
 
 
 # unrunnable: the node could not even start it (no such program, no handler, executor not offered)
@@ -134,6 +138,7 @@ class TaskFailed(Event, frozen=True, kw_only=True):
     stdout: Output = ""
     stderr: Output = ""
     term: Term = 0  # the leader's term (events.node.LeaderElected); 0 from a node or before leases
+    started_at: Timestamp | None = None  # as in TaskCompleted
 
 
 class TaskCancelRequested(Event, frozen=True, kw_only=True):

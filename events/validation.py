@@ -136,6 +136,12 @@ def _registered(event: NodeRegistered) -> str | None:
     return None
 
 
+def _reported(event: TaskCompleted | TaskFailed) -> str | None:
+    if event.started_at is not None and event.started_at > event.ts:
+        return "an attempt cannot start after its report"
+    return None
+
+
 def _granted(event: ResourceGranted) -> str | None:
     return "a grant cannot preempt the task it is for" if event.task_id in event.preempted else None
 
@@ -146,6 +152,8 @@ INVARIANTS: dict[type[Event], Callable[[Any], str | None]] = {
     TaskAssigned: _assigned,
     NodeRegistered: _registered,
     ResourceGranted: _granted,
+    TaskCompleted: _reported,
+    TaskFailed: _reported,
 }
 
 _ID_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
@@ -372,4 +380,6 @@ INVARIANT_DOCS: dict[type[Event], str] = {
     TaskAssigned: "the spec it carries is runnable",
     NodeRegistered: "some CPU and memory; as many GPUs listed as counted, with distinct indexes; an executor",
     ResourceGranted: "a grant does not preempt its own task",
+    TaskCompleted: "`started_at`, when given, is not after the report",
+    TaskFailed: "`started_at`, when given, is not after the report",
 }

@@ -21,6 +21,7 @@ from node.context import Outcome, TaskContext
 from node.executors import Executor
 from node.reaper import Reaper
 from node.results import upload_outputs
+from node.startreport import START_REPORT_S, StartReport
 from node.state import LocalTask
 
 log = structlog.get_logger("hive.node")
@@ -80,6 +81,13 @@ class Attempts:
     async def _execute(self, task: LocalTask, executor: Executor) -> None:
         spec = task.spec
         workspace = self.workdir / f"{task.task_id}-{task.attempt}"
+        start = StartReport(
+            TaskStarted(task_id=task.task_id, node_id=self.node_id, attempt=task.attempt, emitter=self.emitter),
+            self._report,
+            delay=START_REPORT_S if executor.defers_start else None,
+        )
+        if not executor.defers_start:
+            await start.flush()
         ctx = TaskContext(
             task_id=task.task_id,
             attempt=task.attempt,
@@ -87,36 +95,44 @@ class Attempts:
             spec=spec,
             workspace=workspace,
             gpus=task.gpus,
-            emit_telemetry=self._telemetry,
-            emit=self._report,
-            ask=self._ask,
+            emit_telemetry=lambda event: self._after_start(start, self._telemetry, event),
+            emit=lambda event: self._after_start(start, self._report, event),
+            ask=lambda event, timeout: self._after_start(start, self._ask, event, timeout),
             reaper=self.reaper,
         )
-        await self._report(
-            TaskStarted(task_id=task.task_id, node_id=self.node_id, attempt=task.attempt, emitter=self.emitter)
-        )
-        started = time.monotonic()
         try:
-            if spec.timeout_s:
-                outcome = await asyncio.wait_for(executor.run(ctx), spec.timeout_s)
-            else:
-                outcome = await executor.run(ctx)
-        except TimeoutError:
-            outcome = Outcome.failure(f"timed out after {spec.timeout_s:g}s", reason="timeout")
-        except asyncio.CancelledError:
-            forced = self.forced.get((task.task_id, task.attempt))
-            if forced is None:
-                log.info("task stopped", task_id=task.task_id)
-                return  # the coordinator already recorded why (cancelled or reassigned)
-            outcome = forced
-        except Exception as exc:  # an executor bug must not take the node down
-            log.exception("executor failed")
-            outcome = Outcome.failure(f"executor error: {type(exc).__name__}: {exc}")
-        if outcome.ok and ctx.workspace_used:
-            outcome.outputs = await upload_outputs(self.js, task.task_id, workspace / "out")
-        await self._finish(task, outcome, time.monotonic() - started)
+            started = time.monotonic()
+            try:
+                if spec.timeout_s:
+                    outcome = await asyncio.wait_for(executor.run(ctx), spec.timeout_s)
+                else:
+                    outcome = await executor.run(ctx)
+            except TimeoutError:
+                outcome = Outcome.failure(f"timed out after {spec.timeout_s:g}s", reason="timeout")
+            except asyncio.CancelledError:
+                forced = self.forced.get((task.task_id, task.attempt))
+                if forced is None:
+                    log.info("task stopped", task_id=task.task_id)
+                    return  # the coordinator already recorded why (cancelled or reassigned)
+                outcome = forced
+            except Exception as exc:  # an executor bug must not take the node down
+                log.exception("executor failed")
+                outcome = Outcome.failure(f"executor error: {type(exc).__name__}: {exc}")
+            if outcome.ok and ctx.workspace_used:
+                outcome.outputs = await upload_outputs(self.js, task.task_id, workspace / "out")
+            duration = time.monotonic() - started
+            await self._finish(task, outcome, duration, started_at=await start.settle())
+        finally:
+            start.cancel()  # stopped, or failed past the executor: no start owed
 
-    async def _finish(self, task: LocalTask, outcome: Outcome, duration: float) -> None:
+    @staticmethod
+    async def _after_start(start: StartReport, report: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        await start.flush()  # the log never holds a report of an attempt before its start
+        return await report(*args)
+
+    async def _finish(
+        self, task: LocalTask, outcome: Outcome, duration: float, started_at: float | None = None
+    ) -> None:
         common: dict[str, Any] = {
             "task_id": task.task_id,
             "node_id": self.node_id,
@@ -124,6 +140,7 @@ class Attempts:
             "emitter": self.emitter,
             "exit_code": outcome.exit_code,
             "duration_s": round(duration, 6),
+            "started_at": started_at,
             "stdout": outcome.stdout,
             "stderr": outcome.stderr,
         }
@@ -134,7 +151,10 @@ class Attempts:
             log.info("task completed", task_id=task.task_id, duration_s=round(duration, 3))
         else:
             event = TaskFailed(
-                error=clip(outcome.error), details=outcome.details[-BLOCK_MAX:], reason=outcome.reason, **common  # type: ignore[arg-type]
+                error=clip(outcome.error),
+                details=outcome.details[-BLOCK_MAX:],
+                reason=outcome.reason,
+                **common,  # type: ignore[arg-type]
             )
             log.info("task failed", task_id=task.task_id, error=outcome.error[:300], reason=outcome.reason)
         try:

@@ -112,6 +112,7 @@ class _Reader:
 
 class DockerExecutor:
     name = "docker"
+    defers_start = False
 
     def __init__(self, client: docker.DockerClient, output_limit: int = 64 * 1024) -> None:
         self.client = client

@@ -12,6 +12,7 @@ from node.handlers import REGISTRY
 
 class FunctionExecutor:
     name = "function"
+    defers_start = True
 
     async def run(self, ctx: TaskContext) -> Outcome:
         fn = REGISTRY.get(ctx.spec.type or "")

@@ -59,6 +59,7 @@ async def _end(proc: asyncio.subprocess.Process, reaper: ProcessTracker | None) 
 
 class ProcessExecutor:
     name = "process"
+    defers_start = False
 
     def __init__(self, output_limit: int = 64 * 1024) -> None:
         self.output_limit = output_limit

@@ -11,7 +11,7 @@ import nats
 
 from events.base import Resources
 from events.subjects import ALL_EVENTS
-from events.task import TaskSpec
+from events.task import TaskCompleted, TaskSpec
 from hive.client import HiveClient
 from tests.cluster import Server, hive
 
@@ -26,7 +26,7 @@ def test_cli_submit_wait_prints_result(nats_server: Server, cluster: dict) -> No
     assert view["task"]["exit_code"] == 0
     assert "hello-from-cli" in done.stdout
     types = [e["type"] for e in view["events"]]
-    assert types[:4] == ["TaskSubmitted", "TaskAssigned", "TaskStarted", "TaskCompleted"]
+    assert types[:4] == ["TaskSubmitted", "TaskAssigned", "TaskStarted", "TaskCompleted"]  # (a process: no late start)
 
 
 def test_cli_failing_command_exits_nonzero(nats_server: Server, cluster: dict) -> None:
@@ -47,6 +47,31 @@ async def test_python_api_runs_on_both_nodes(client: HiveClient) -> None:
     finals = await asyncio.gather(*(client.wait(t, timeout=30) for t in ids))
     assert {f["state"] for f in finals} == {"completed"}
     assert {f["result"] for f in finals} == {"alpha", "beta"}
+
+
+async def test_a_quick_attempt_reports_its_start_with_its_end(client: HiveClient) -> None:
+    task_id = await client.submit(TaskSpec(executor="function", type="noop"))
+    final = await client.wait(task_id, timeout=30)
+    history = [event for _, _, event in await client.history(task_id)]
+    assert [type(e).__name__ for e in history] == ["TaskSubmitted", "TaskAssigned", "TaskCompleted"]
+    end = history[-1]
+    assert isinstance(end, TaskCompleted) and end.started_at is not None
+    assert history[1].ts <= end.started_at <= end.ts and final["state"] == "completed"
+    assert (await client.task(task_id))["started_at"] == end.started_at
+
+
+async def test_a_longer_attempt_reports_its_start_while_it_runs(client: HiveClient) -> None:
+    task_id = await client.submit(TaskSpec(executor="function", type="test_hold", payload={"seconds": 1.0}))
+    deadline = time.monotonic() + 30
+    while (await client.task(task_id))["state"] != "running":
+        assert time.monotonic() < deadline, "never reported running"
+        await asyncio.sleep(0.05)
+    await client.wait(task_id, timeout=30)
+    history = [event for _, _, event in await client.history(task_id)]
+    kinds = [type(e).__name__ for e in history]
+    assert kinds == ["TaskSubmitted", "TaskAssigned", "TaskStarted", "TaskCompleted"], kinds
+    assert isinstance(history[-1], TaskCompleted) and history[-1].started_at is None
+    assert (await client.task(task_id))["started_at"] == history[2].ts
 
 
 async def test_progress_events_arrive(client: HiveClient) -> None:

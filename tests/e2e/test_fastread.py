@@ -253,7 +253,7 @@ async def test_a_real_log_and_hive_replay(tmp_path: Path) -> None:
                 await asyncio.sleep(0.2)
             t = resolve(srv.url, "client", srv.directory)  # whom HiveClient.connect is
             want = await natspy(client.nc, AUDIT_STREAM)
-            assert len(want) >= 160
+            assert len(want) >= 120  # submitted, assigned, completed (a no-op sends no TaskStarted)
             assert await lean(t, AUDIT_STREAM) == want
             tasks = await natspy(client.nc, AUDIT_STREAM, filters=["hive.task.*.completed.*"])
             assert len(tasks) == 40
@@ -261,7 +261,7 @@ async def test_a_real_log_and_hive_replay(tmp_path: Path) -> None:
         done = hive(srv, "replay", "--json")
         assert done.returncode == 0, done.stdout + done.stderr
         report = json.loads(done.stdout)
-        assert report["matches"] is True and report["events"] >= 160, report
+        assert report["matches"] is True and report["events"] >= 120, report
     finally:
         for proc in reversed(procs):
             proc.stop()

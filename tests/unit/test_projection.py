@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from coordinator.projection import Implausible, apply
@@ -17,6 +18,27 @@ def test_lifecycle_allocates_and_releases() -> None:
     assert state.tasks["t1"].state == TaskState.COMPLETED
     assert state.nodes["n1"].available == Resources(cpu=4, memory_gb=8)
     assert state.nodes["n1"].trust == 52
+
+
+def test_an_attempt_that_ended_before_its_start_report_is_folded_like_one_that_sent_it() -> None:
+    """node.startreport: a short attempt's only report carries its start."""
+    state = fold(register("n1"), submit("t1", resources=Resources(cpu=2, memory_gb=1)), assign("t1", "n1"))
+    end = complete("t1", "n1")
+    apply(state, msgspec.structs.replace(end, started_at=end.ts - 0.5))
+    state.validate()
+    task = state.tasks["t1"]
+    assert task.state == TaskState.COMPLETED and task.started_at == end.ts - 0.5
+    assert state.nodes["n1"].available == Resources(cpu=4, memory_gb=8) and state.nodes["n1"].trust == 52
+    # a retry's own start replaces the first attempt's, whichever way it came
+    state = fold(register("n1"), submit("t2", max_attempts=2), assign("t2", "n1"), start("t2", "n1"))
+    first = state.tasks["t2"].started_at
+    apply(state, fail("t2", "n1"))
+    assert state.tasks["t2"].started_at == first  # a failure with no started_at keeps it
+    apply(state, TaskReassigned(task_id="t2", attempt=1, reason="retry"))
+    apply(state, assign("t2", "n1", attempt=2))
+    end = fail("t2", "n1", attempt=2)
+    apply(state, msgspec.structs.replace(end, started_at=end.ts))
+    assert state.tasks["t2"].state == TaskState.FAILED and state.tasks["t2"].started_at == end.ts
 
 
 def test_applying_an_event_twice_changes_nothing() -> None:

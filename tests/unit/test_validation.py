@@ -42,6 +42,11 @@ def registered(**fields: Any) -> dict[str, Any]:
     return base | fields
 
 
+def completed(**fields: Any) -> dict[str, Any]:
+    base = {"type": "TaskCompleted", "id": "e5", "ts": NOW, "emitter": "node:n1", "task_id": "t1", "node_id": "n1"}
+    return base | {"attempt": 1} | fields
+
+
 def nested(depth: int) -> Any:
     value: Any = 1
     for _ in range(depth):
@@ -93,6 +98,8 @@ BAD: list[tuple[str, bytes, str, str]] = [
         "hive.task.t1.cancelled",
         "writer",
     ),
+    ("started after its report", raw(completed(started_at=NOW + 1)), "hive.task.t1.completed.n1", "invariant"),
+    ("started_at zero", raw(completed(started_at=0)), "hive.task.t1.completed.n1", "schema"),
     ("ts far in the future", raw(submitted() | {"ts": 10**12}), "hive.task.t1.submitted", "schema"),
     ("ts zero", raw(submitted() | {"ts": 0}), "hive.task.t1.submitted", "schema"),
 ]
@@ -114,6 +121,7 @@ def test_hostile_payloads_are_refused_with_their_rule(case: str, data: bytes, su
 def test_honest_events_pass() -> None:
     assert isinstance(decode(raw(submitted()), "hive.task.t1.submitted"), TaskSubmitted)
     assert isinstance(decode(raw(registered()), "hive.node.n1.registered"), NodeRegistered)
+    assert decode(raw(completed(started_at=NOW - 0.01)), "hive.task.t1.completed.n1").started_at == NOW - 0.01
     drained = NodeDrained(node_id="n1", emitter="node:n1")
     assert decode(encode(drained), subject_for(drained)) == drained
 
