@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from coordinator.state import ClusterState, NodeView, OpenRequest, TaskView
+from events.codec import full_builtins
 from events.limits import clip
 from events.node import NodeHeartbeat
 
@@ -44,7 +45,7 @@ def task_summary(task: TaskView | TaskRow) -> dict[str, Any]:
 
 
 def task_detail(task: TaskView) -> dict[str, Any]:
-    return msgspec.to_builtins(task)
+    return full_builtins(task)  # (its stored row leaves defaults out)
 
 
 def node_summary(state: ClusterState, node: NodeView, beat: NodeHeartbeat | None = None) -> dict[str, Any]:

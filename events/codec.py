@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from events.base import MISSING_ID, Event, decoding
@@ -95,6 +97,23 @@ def decode(data: bytes, subject: str | None = None, stamp: float | None = None) 
         raise BadEvent("subject", f"event {type(event).__name__} does not belong on {subject}")
     check_event(event, len(data))
     return event
+
+
+def full_builtins(value: Any) -> Any:
+    """``value`` as plain JSON types with every field of every struct, defaults too: what
+    people and the web read. (The wire leaves defaults out; ``msgspec.to_builtins`` would
+    as well, and a reader should not have to know each default.)"""
+    if isinstance(value, msgspec.Struct):
+        config = value.__struct_config__
+        out: dict[str, Any] = {} if config.tag is None else {config.tag_field: config.tag}
+        for name, key in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+            out[key] = full_builtins(getattr(value, name))
+        return out
+    if isinstance(value, list | tuple):
+        return [full_builtins(v) for v in value]
+    if isinstance(value, dict):
+        return {msgspec.to_builtins(k): full_builtins(v) for k, v in value.items()}
+    return msgspec.to_builtins(value)
 
 
 def check_outgoing(event: Event) -> bytes:

@@ -46,8 +46,9 @@ from events.limits import (
 ExecutorKind = Literal["process", "function", "docker"]
 
 
-class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """What to run and what it needs. Immutable once submitted."""
+class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What to run and what it needs. Immutable once submitted. (Defaults are left out on
+    the wire, as in an ``Event``.)"""
 
     executor: ExecutorKind = "process"
     command: Argv = []

@@ -30,7 +30,7 @@ def events(
     """Print logged events (audit and telemetry), optionally following the log."""
     quiet()
     from edge.logread import read_stream
-    from events.codec import BadEvent, decode
+    from events.codec import BadEvent, decode, full_builtins
 
     def line(stream: str, seq: int, msg: Any) -> str:
         try:
@@ -41,7 +41,7 @@ def events(
                 return json.dumps({"seq": seq, "stream": stream, "subject": msg.subject, "invalid": raw})
             return f"{seq:>7} {'':12} INVALID {msg.subject} {raw[:80]!r}"
         if as_json:
-            return json.dumps(msgspec.to_builtins(event) | {"seq": seq, "stream": stream, "subject": msg.subject})
+            return json.dumps(full_builtins(event) | {"seq": seq, "stream": stream, "subject": msg.subject})
         tag = "" if stream == AUDIT_STREAM else "t"
         return f"{tag}{seq:>7} {render.clock(event.ts)} {type(event).__name__:<18} {msg.subject}  {render.event_summary(event)}"
 

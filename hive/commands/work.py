@@ -195,8 +195,7 @@ def tasks(
 @app.command()
 def task(task_id: str, server: Server = None, creds: Creds = None, ca: Ca = None, data: Data = None, as_json: Json = False) -> None:
     """One task: its state and its whole event history."""
-    import msgspec
-
+    from events.codec import full_builtins
     from events.subjects import AUDIT_STREAM
 
 
@@ -206,7 +205,7 @@ def task(task_id: str, server: Server = None, creds: Creds = None, ca: Ca = None
             history = await hive.history(task_id)
         if as_json:
             render.emit_json(
-                {"task": view, "events": [msgspec.to_builtins(e) | {"seq": s, "stream": st} for s, st, e in history]}
+                {"task": view, "events": [full_builtins(e) | {"seq": s, "stream": st} for s, st, e in history]}
             )
             return
         who = f"  submitted by {view.get('submitted_by') or '?'}"

@@ -17,7 +17,7 @@ from nats.js.errors import NotFoundError
 
 from coordinator.api import OPERATOR_ACTIONS
 from edge.errors import Denied, HiveError, NotFound
-from events.codec import BadEvent
+from events.codec import BadEvent, full_builtins
 from events.limits import Amount, Id, Line
 from events.subjects import ALL_EVENTS, RESULTS_BUCKET, subject_for, valid_id
 from events.task import TaskSpec
@@ -169,7 +169,7 @@ def history_item(seq: int, stream: str, event: Any) -> dict[str, Any]:
         "pos": str(Position(seq, 0) if audit else Position(0, seq)),
         "type": type(event).__name__,
         "ts": event.ts,
-        "event": msgspec.to_builtins(event),
+        "event": full_builtins(event),
     }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from nats.aio.msg import Msg
 from edge.bus import follow, position
 from edge.errors import HiveError
 from edge.logread import read_stream
-from events.codec import BadEvent, decode
+from events.codec import BadEvent, decode, full_builtins
 from events.subjects import ALL_EVENTS, AUDIT_STREAM, TELEMETRY_STREAM
 from hive.client import HiveClient
 from hive.web.query import Position, TaskQuery, page, subject_matches
@@ -44,18 +43,15 @@ STREAMS = {AUDIT_STREAM: "audit", TELEMETRY_STREAM: "telemetry"}
 
 
 def event_json(stream: str, seq: int, msg: Msg, pos: Position) -> dict[str, Any]:
-    """One logged event as the API and the pages show it (raw JSON included)."""
+    """One logged event as the API and the pages show it: every field, those the wire left
+    out at their defaults too."""
     item: dict[str, Any] = {"seq": seq, "stream": STREAMS.get(stream, stream), "subject": msg.subject, "pos": str(pos)}
     try:
         event = decode(msg.data)
     except BadEvent as exc:
         item.update(type="invalid", ts=0.0, event=None, error=str(exc)[:300])
         return item
-    try:
-        raw = json.loads(msg.data)
-    except ValueError:
-        raw = None
-    item.update(type=type(event).__name__, ts=event.ts, event=raw)
+    item.update(type=type(event).__name__, ts=event.ts, event=full_builtins(event))
     return item
 
 

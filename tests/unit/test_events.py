@@ -54,3 +54,25 @@ def test_old_payloads_without_new_fields_still_decode() -> None:
 )
 def test_ids_must_be_subject_tokens(value: str, ok: bool) -> None:
     assert valid_id(value) is ok
+
+
+def test_defaults_stay_off_the_wire_and_readers_see_every_field() -> None:
+    from events import TaskCompleted
+    from events.codec import full_builtins
+
+    spec = TaskSpec(executor="function", type="noop")
+    sub = TaskSubmitted(task_id="t1", spec=spec, emitter="client:alice")
+    done = TaskCompleted(task_id="t1", node_id="n1", attempt=1, emitter="node:n1", duration_s=0.5)
+    for event in (sub, done):
+        data = encode(event)
+        assert decode(data, subject_for(event)) == event
+        assert b"causation_id" not in data and b"stdout" not in data and b"null" not in data
+    assert encode(sub).count(b'"spec":{"executor":"function","type":"noop"}') == 1
+    # what people read has every field, in the struct's order, the nested spec's too
+    shown = full_builtins(sub)
+    assert list(shown) == ["type", "id", "ts", "emitter", "causation_id", "task_id", "spec"]
+    assert shown["spec"] == msgspec.structs.asdict(spec) | {"resources": {"cpu": 0.0, "memory_gb": 0.0, "gpu": 0, "gpu_memory_gb": 0.0}}
+    assert full_builtins(done)["stdout"] == "" and full_builtins(done)["outputs"] == []
+    # a payload written before defaults were left out (every field present) decodes the same
+    full = msgspec.json.encode(shown)
+    assert decode(full, subject_for(sub)) == sub

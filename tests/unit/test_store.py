@@ -139,3 +139,27 @@ def test_the_rows_of_a_flush_that_failed_go_into_the_next(tmp_path: Path) -> Non
     assert checkpoint == 6
     trust = rows(tmp_path / "p.db", "SELECT task_id, cause FROM trust_changes")
     assert trust == [("a", "completed")]  # once: the failed insert was rolled back
+
+
+def test_a_row_leaves_defaults_out_and_reads_back_whole(tmp_path: Path) -> None:
+    from coordinator.views import task_detail
+    from events.codec import full_builtins
+
+    async def run() -> tuple[bytes, ClusterState, ClusterState]:
+        store = await ProjectionStore.open(tmp_path / "p.db")
+        state = await store.load(ClusterState())
+        for event in (register("n1"), submit("a"), assign("a", "n1"), start("a", "n1"), complete("a", "n1")):
+            apply(state, event, state.seq + 1)
+        await store.flush(state)
+        await store.close()
+        store = await ProjectionStore.open(tmp_path / "p.db")
+        again = await store.load(ClusterState())
+        again.tasks.update(await store.tasks_by_id(["a"]))
+        await store.close()
+        return rows(tmp_path / "p.db", "SELECT data FROM tasks")[0][0], state, again  # type: ignore[return-value]
+
+    data, state, again = asyncio.run(run())
+    assert b"stdout" not in data and b"cancel_requested" not in data  # at their defaults
+    assert again.tasks["a"] == state.tasks["a"]
+    detail = task_detail(again.tasks["a"])
+    assert detail == full_builtins(state.tasks["a"]) and detail["stdout"] == "" and detail["spec"]["max_attempts"] == 1
