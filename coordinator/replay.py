@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from coordinator.intake import take
 from coordinator.projection import apply
 from coordinator.state import ClusterState, TrustPolicy
-from coordinator.store import COMPARED_TABLES, ProjectionStore
+from coordinator.store import COMPARED_TABLES, ProjectionStore, comparable
 from edge import fastread
 from edge.bus import delivery
 from edge.config import Target
@@ -68,7 +68,8 @@ def compare(a: Path, b: Path) -> list[str]:
     try:
         for table in COMPARED_TABLES:
             query = f"SELECT * FROM {table} ORDER BY 1, 2"
-            left, right = da.execute(query).fetchall(), db.execute(query).fetchall()
+            left = comparable(table, da.execute(query).fetchall())
+            right = comparable(table, db.execute(query).fetchall())
             if left != right:
                 only_a = len(set(left) - set(right))
                 only_b = len(set(right) - set(left))

@@ -37,6 +37,8 @@ from coordinator.state import (
     TrustPolicy,
 )
 from edge.sqlite import open_projection, sql_list
+from events.codec import full_builtins
+from events.task import TaskSpec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -148,6 +150,28 @@ def _task_rows(tasks: Iterable[TaskView]) -> list[tuple[Any, ...]]:
         )
         for t in tasks
     ]
+
+
+# a task view's every field at its default, as JSON types: what a row leaves out
+_TASK_DEFAULTS: dict[str, Any] = full_builtins(
+    TaskView(task_id="", spec=TaskSpec(), state=TaskState.QUEUED, order=0, submitted_at=0.0, updated_at=0.0)
+)
+
+
+def _whole_view(data: bytes) -> bytes:
+    view = _TASK_DEFAULTS | msgspec.json.decode(data)
+    view["spec"] = _TASK_DEFAULTS["spec"] | view["spec"]
+    return _enc.encode(view)
+
+
+def comparable(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``rows`` of ``table`` (``SELECT *``) as a comparison of two files sees them: each task's
+    view with every field. A row leaves out what is at its default, but msgspec tells a
+    default by identity, so an equal value decoded from a row, or a row written before
+    defaults were left out, is there at length: the same view in other bytes."""
+    if table != "tasks":
+        return rows
+    return [(*row[:8], _whole_view(row[8]), *row[9:]) for row in rows]
 
 
 _UNFINISHED_SQL = sql_list(s.value for s in TaskState if s not in TERMINAL)
