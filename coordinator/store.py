@@ -37,8 +37,7 @@ from coordinator.state import (
     TrustPolicy,
 )
 from edge.sqlite import open_projection, sql_list
-from events.codec import full_builtins
-from events.task import TaskSpec
+from events.codec import fill_defaults
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -152,16 +151,8 @@ def _task_rows(tasks: Iterable[TaskView]) -> list[tuple[Any, ...]]:
     ]
 
 
-# a task view's every field at its default, as JSON types: what a row leaves out
-_TASK_DEFAULTS: dict[str, Any] = full_builtins(
-    TaskView(task_id="", spec=TaskSpec(), state=TaskState.QUEUED, order=0, submitted_at=0.0, updated_at=0.0)
-)
-
-
 def _whole_view(data: bytes) -> bytes:
-    view = _TASK_DEFAULTS | msgspec.json.decode(data)
-    view["spec"] = _TASK_DEFAULTS["spec"] | view["spec"]
-    return _enc.encode(view)
+    return _enc.encode(fill_defaults(TaskView, msgspec.json.decode(data)))
 
 
 def comparable(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, get_args
 
 import msgspec
 
@@ -101,19 +101,60 @@ def decode(data: bytes, subject: str | None = None, stamp: float | None = None) 
 
 def full_builtins(value: Any) -> Any:
     """``value`` as plain JSON types with every field of every struct, defaults too: what
-    people and the web read. (The wire leaves defaults out; ``msgspec.to_builtins`` would
-    as well, and a reader should not have to know each default.)"""
+    people and the web read. (The wire leaves defaults out, and so does
+    ``msgspec.to_builtins``; a reader should not have to know each default.) msgspec
+    converts, then what it left out is filled in: several times faster than walking the
+    fields here (the web's hub does this for every event of the log)."""
     if isinstance(value, msgspec.Struct):
-        config = value.__struct_config__
-        out: dict[str, Any] = {} if config.tag is None else {config.tag_field: config.tag}
-        for name, key in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
-            out[key] = full_builtins(getattr(value, name))
-        return out
+        return fill_defaults(type(value), msgspec.to_builtins(value))
     if isinstance(value, list | tuple):
         return [full_builtins(v) for v in value]
-    if isinstance(value, dict):
-        return {msgspec.to_builtins(k): full_builtins(v) for k, v in value.items()}
     return msgspec.to_builtins(value)
+
+
+class _Plan(NamedTuple):
+    base: dict[str, Any]  # every field in order, at its default (a required one: None)
+    mutable: list[tuple[str, bytes]]  # fields whose default is a list or dict: each gets its own
+    nested: list[tuple[str, type]]  # fields holding a struct that leaves its defaults out too
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def fill_defaults(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data``, a ``cls`` as JSON types, with each field it leaves out at its default, in
+    the struct's order."""
+    plan = _PLANS.get(cls) or _plan(cls)
+    out = plan.base | data
+    for key, default in plan.mutable:
+        if key not in data:
+            out[key] = msgspec.json.decode(default)
+    for key, kind in plan.nested:
+        if isinstance(got := out[key], dict):
+            out[key] = fill_defaults(kind, got)
+    return out
+
+
+def _plan(cls: type) -> _Plan:
+    config = cls.__struct_config__  # type: ignore[attr-defined]
+    plan = _Plan({} if config.tag is None else {config.tag_field: config.tag}, [], [])
+    for field in msgspec.structs.fields(cls):
+        default: Any = None  # required, or made per value (id, ts): never left out
+        if field.default is not msgspec.NODEFAULT:
+            default = msgspec.to_builtins(field.default)
+        elif field.default_factory in (list, dict, set):  # (what msgspec leaves out when empty)
+            default = msgspec.to_builtins(field.default_factory())
+        plan.base[field.encode_name] = default
+        if isinstance(default, list | dict):
+            plan.mutable.append((field.encode_name, msgspec.json.encode(default)))
+        if kind := next((t for t in (field.type, *get_args(field.type)) if _fills(t)), None):
+            plan.nested.append((field.encode_name, kind))
+    _PLANS[cls] = plan
+    return plan
+
+
+def _fills(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, msgspec.Struct) and kind.__struct_config__.omit_defaults
 
 
 def check_outgoing(event: Event) -> bytes:

@@ -76,3 +76,17 @@ def test_defaults_stay_off_the_wire_and_readers_see_every_field() -> None:
     # a payload written before defaults were left out (every field present) decodes the same
     full = msgspec.json.encode(shown)
     assert decode(full, subject_for(sub)) == sub
+
+
+def test_every_field_shown_has_its_own_lists_and_fills_a_nested_spec() -> None:
+    from events.codec import full_builtins
+
+    assigned = TaskAssigned(task_id="t1", node_id="n1", attempt=1, emitter="coordinator", spec=TaskSpec(command=["x"]))
+    shown = full_builtins(assigned)
+    assert shown["gpus"] == [] and shown["term"] == 0 and shown["spec"]["max_attempts"] == 1
+    assert shown["spec"]["command"] == ["x"] and shown["spec"]["env"] == {}
+    assert full_builtins(TaskAssigned(task_id="t1", node_id="n1", attempt=1, emitter="coordinator"))["spec"] is None
+    shown["gpus"].append(3)
+    shown["spec"]["env"]["A"] = "1"
+    again = full_builtins(assigned)
+    assert again["gpus"] == [] and again["spec"]["env"] == {}  # a default is never shared
