@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import string
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import nats
@@ -310,7 +312,10 @@ async def test_fuzzed_wire_changes_nothing_it_should_not(tmp_path: Any) -> None:
     real = [*noops, *holds, *never]
     targets = [*real, "n1", "n2"]
     started = time.monotonic()
-    generating = asyncio.get_running_loop().run_in_executor(None, generate, targets, targets)  # starts now
+    # in its own process, starting now: a thread would hold this loop's GIL for the ~40 s it draws,
+    # and a client's handshake starved past the server's auth timeout (CI: "Broken pipe")
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    generating = asyncio.get_running_loop().run_in_executor(pool, generate, targets, targets)
     procs: list[Proc] = [coordinator(server), node(server, "n1", *NODE_ARGS), node(server, "n2", *NODE_ARGS)]
     coord = procs[0]
     counts: Counter[str] = Counter()
@@ -394,6 +399,7 @@ async def test_fuzzed_wire_changes_nothing_it_should_not(tmp_path: Any) -> None:
         report = summary(counts) | dict(sorted(counts.items()))
         (tmp_path / "fuzz-counts.json").write_text(json.dumps(report, indent=1))
         print("\nfuzz counts:", json.dumps(report, indent=1))
+        pool.shutdown(wait=False, cancel_futures=True)
         for proc in reversed(procs):
             proc.stop()
         server.stop()
