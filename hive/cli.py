@@ -63,13 +63,20 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
         raise typer.Exit(0) from None
 
 
-def serve(main: Coroutine[Any, Any, Any]) -> None:
-    """Run a long-lived service until SIGINT or SIGTERM, then let it clean up."""
+def serve(main: Coroutine[Any, Any, Any], ready: asyncio.Event | None = None) -> None:
+    """Run a long-lived service until SIGINT or SIGTERM, then let it clean up. Once
+    ``ready`` is set (by the service), the collector is set for its long life (``edge.heap``)."""
 
-    from edge import bus
+    from edge import bus, heap
+
+    async def settle() -> None:
+        assert ready is not None
+        await ready.wait()
+        heap.settle()
 
     async def guarded() -> None:
         task = asyncio.ensure_future(main)
+        settling = asyncio.ensure_future(settle()) if ready is not None else None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
@@ -78,6 +85,9 @@ def serve(main: Coroutine[Any, Any, Any]) -> None:
             await task
         except asyncio.CancelledError:
             pass
+        finally:
+            if settling is not None:
+                settling.cancel()
         if bus.refused_for_good:
             raise Unreachable(bus.refused_for_good[-1])
 

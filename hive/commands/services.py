@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -157,7 +158,8 @@ def coordinator(
         policy=PolicyConfig(resources=resource_policy),
         keep_finished=keep_finished,
     )
-    serve(service.run())
+    ready = asyncio.Event()
+    serve(service.run(ready), ready)
 
 
 node_app = typer.Typer(help="Run a worker node; `hive node enroll|revoke NAME` manage node credentials.")
@@ -220,4 +222,5 @@ def node(
         render.err.print(f"error: bad node setting: {exc}")
         raise typer.Exit(1) from None
     target = resolve(server, "node", directory, name=settings.node_id, creds=creds, ca=ca)
-    serve(Node(target, settings, http_port=http_port).run())
+    ready = asyncio.Event()
+    serve(Node(target, settings, http_port=http_port).run(ready), ready)

@@ -3,6 +3,7 @@ frames split at every byte, status messages answered, a dropped delivery noticed
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -87,3 +88,27 @@ def test_a_late_answer_to_a_request_given_up_is_dropped() -> None:
     c.buf = f"MSG {waited.decode()} r 2\r\nok\r\nMSG _INBOX.u.x.r.2 r 4\r\nlate\r\n".encode()
     c.parse()
     assert c.replies == {waited: b"ok"}  # the second one, which nobody waits for (any more), is not kept
+
+
+@pytest.mark.parametrize(
+    ("ack", "outcome"),
+    [
+        (b'{"stream":"HIVE_AUDIT","seq":42}', 42),
+        (b'{"stream":"HIVE_AUDIT","seq":42,"duplicate":true}', 42),  # a retry the server deduped
+        (b'{"error":{"code":503,"err_code":10077,"description":"JetStream not enabled"}}', wire.Unreachable),
+        (b'{"error":{"code":400,"description":"maximum payload exceeded"}}', wire.HiveError),
+        (b"not json", wire.HiveError),
+        (b'{"seq":"42"}', wire.HiveError),
+        (None, wire.Unreachable),  # no responders: no stream takes the subject
+    ],
+)
+async def test_a_publish_ack_settles_its_future(ack: bytes | None, outcome: Any) -> None:
+    future: Any = asyncio.get_running_loop().create_future()
+    wire._settle(future, ack)
+    if isinstance(outcome, int):
+        assert future.result() == outcome
+    else:
+        with pytest.raises(outcome):
+            future.result()
+        # an Unreachable is worth a retry elsewhere; any other refusal is not
+        assert isinstance(future.exception(), wire.Unreachable) == (outcome is wire.Unreachable)
