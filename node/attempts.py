@@ -82,7 +82,9 @@ class Attempts:
         spec = task.spec
         workspace = self.workdir / f"{task.task_id}-{task.attempt}"
         start = StartReport(
-            TaskStarted(task_id=task.task_id, node_id=self.node_id, attempt=task.attempt, emitter=self.emitter),
+            lambda ts: TaskStarted(
+                task_id=task.task_id, node_id=self.node_id, attempt=task.attempt, emitter=self.emitter, ts=ts
+            ),
             self._report,
             delay=START_REPORT_S if executor.defers_start else None,
         )

@@ -10,7 +10,11 @@ from events.base import Event
 from events.task import TaskStarted
 from node.startreport import StartReport
 
-START = TaskStarted(task_id="t1", node_id="n1", attempt=1, emitter="node:n1")
+START = TaskStarted(task_id="t1", node_id="n1", attempt=1, emitter="node:n1", ts=1.0)
+
+
+def started(ts: float) -> TaskStarted:
+    return START
 
 
 class Log:
@@ -27,7 +31,7 @@ class Log:
 async def test_an_attempt_that_ends_first_sends_no_start_and_says_when_it_began() -> None:
     log = Log()
     before = time.time()
-    report = StartReport(START, log.send, delay=0.01)
+    report = StartReport(started, log.send, delay=0.01)
     started_at = await report.settle()
     await asyncio.sleep(0.05)  # past the delay: the timer was cancelled
     assert log.sent == [] and not report.sent
@@ -38,7 +42,7 @@ async def test_an_attempt_that_ends_first_sends_no_start_and_says_when_it_began(
 
 async def test_an_attempt_still_running_after_the_delay_sends_its_start_once() -> None:
     log = Log()
-    report = StartReport(START, log.send, delay=0)
+    report = StartReport(started, log.send, delay=0)
     await asyncio.sleep(0.01)
     assert log.sent == [START]
     await report.flush()
@@ -48,7 +52,7 @@ async def test_an_attempt_still_running_after_the_delay_sends_its_start_once() -
 
 async def test_another_report_sends_the_owed_start_first() -> None:
     log = Log()
-    report = StartReport(START, log.send, delay=3600)
+    report = StartReport(started, log.send, delay=3600)
     await report.flush()
     assert log.sent == [START]
     await report.flush()
@@ -58,7 +62,7 @@ async def test_another_report_sends_the_owed_start_first() -> None:
 async def test_the_final_report_waits_for_a_start_in_flight() -> None:
     log = Log()
     log.gate.clear()
-    report = StartReport(START, log.send, delay=0)
+    report = StartReport(started, log.send, delay=0)
     await asyncio.sleep(0.01)  # sending, not acked
     settling = asyncio.ensure_future(report.settle())
     await asyncio.sleep(0.01)
@@ -69,7 +73,7 @@ async def test_the_final_report_waits_for_a_start_in_flight() -> None:
 
 async def test_a_stopped_attempt_owes_no_start() -> None:
     log = Log()
-    report = StartReport(START, log.send, delay=0)
+    report = StartReport(started, log.send, delay=0)
     report.cancel()
     await asyncio.sleep(0.01)
     await report.flush()
