@@ -111,6 +111,24 @@ def valid_id(value: str) -> bool:
     return bool(_TOKEN.search(value))
 
 
+def filter_problem(subject: str) -> str | None:
+    """Why ``subject`` is not a NATS subject filter (None if it is): dot-separated tokens,
+    none empty, no whitespace; ``*`` a whole token, ``>`` a whole token and the last."""
+    if not subject:
+        return "it is empty"
+    if any(c.isspace() for c in subject):
+        return "it holds whitespace"
+    tokens = subject.split(".")
+    for i, token in enumerate(tokens):
+        if not token:
+            return "it has an empty token"
+        if ("*" in token or ">" in token) and token not in ("*", ">"):
+            return f"a wildcard must be a whole token ({token!r})"
+        if token == ">" and i != len(tokens) - 1:
+            return "'>' must be the last token"
+    return None
+
+
 def as_id(text: str, limit: int = 64) -> str:
     """``text`` made an id: anything but ASCII letters, digits, '-' and '_' becomes '-' (may be empty)."""
     return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in text)[:limit]

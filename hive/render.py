@@ -1,20 +1,37 @@
-"""Tables and one-line summaries for the command line (rich), and --json output."""
+"""Tables and one-line summaries for the command line (rich), and --json output.
+
+rich is imported when something is printed through ``out`` or ``err`` or a table is made,
+not before: a ``--json`` read needs none of it, and it was a sixth of such a command's start."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
-from events.base import Event
+    from events.base import Event
 
-# a pipe or a file gets wide tables rather than rich's 80-column default
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out: Console
+    err: Console
+
+
+def __getattr__(name: str) -> Console:
+    """``out`` and ``err``, made on first use."""
+    if name not in ("out", "err"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    if name == "out":  # a pipe or a file gets wide tables rather than rich's 80-column default
+        console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    else:
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+    globals()[name] = console
+    return console
 
 
 def emit_json(data: Any) -> None:
@@ -37,6 +54,8 @@ def clock(ts: float) -> str:
 
 
 def tasks_table(tasks: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{len(tasks)} tasks", title_justify="left")
     for col in ("TASK", "STATE", "EXECUTOR", "WHAT", "PRI", "ATTEMPT", "NODE", "BY", "SUBMITTED", "INFO"):
         table.add_column(col, overflow="fold")
@@ -67,6 +86,8 @@ def _res(r: dict[str, Any]) -> str:
 
 
 def nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{len(nodes)} nodes", title_justify="left")
     for col in (
         "NODE",

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from edge import auth  # its store loads on first use
 from edge.config import Target, auth_dir, resolve
@@ -152,6 +151,8 @@ def creds_list(data: Data = None, as_json: Json = False) -> None:
     if as_json:
         render.emit_json(rows)
         return
+    from rich.table import Table
+
     table = Table(title=f"{len(rows)} credentials", title_justify="left")
     for col in ("NAME", "ROLE", "ISSUED", "REVOKED"):
         table.add_column(col)

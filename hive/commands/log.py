@@ -12,7 +12,8 @@ import msgspec
 import typer
 
 from edge.config import data_dir, resolve
-from events.subjects import ALL_EVENTS, AUDIT_STREAM, TELEMETRY_STREAM
+from edge.errors import Invalid
+from events.subjects import ALL_EVENTS, AUDIT_STREAM, TELEMETRY_STREAM, filter_problem
 from hive import render
 from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
 
@@ -28,24 +29,53 @@ def events(
     as_json: Json = False,
 ) -> None:
     """Print logged events (audit and telemetry), optionally following the log."""
-    quiet()
-    from edge.logread import read_stream
     from events.codec import BadEvent, decode, full_builtins
 
-    def line(stream: str, seq: int, msg: Any) -> str:
-        try:
-            event = decode(msg.data)
-        except BadEvent:
-            raw = msg.data[:200].decode("utf-8", "replace")
-            if as_json:
-                return json.dumps({"seq": seq, "stream": stream, "subject": msg.subject, "invalid": raw})
-            return f"{seq:>7} {'':12} INVALID {msg.subject} {raw[:80]!r}"
-        if as_json:
-            return json.dumps(full_builtins(event) | {"seq": seq, "stream": stream, "subject": msg.subject})
-        tag = "" if stream == AUDIT_STREAM else "t"
-        return f"{tag}{seq:>7} {render.clock(event.ts)} {type(event).__name__:<18} {msg.subject}  {render.event_summary(event)}"
+    problem = filter_problem(subject_filter)
+    if problem is not None:
+        render.err.print(f"error: {subject_filter!r} is not a subject filter: {problem}")
+        raise typer.Exit(Invalid.exit_code)
 
-    async def go() -> None:
+    def line(stream: str, seq: int, subject: str, data: bytes) -> str:
+        try:
+            event = decode(data)
+        except BadEvent:
+            raw = data[:200].decode("utf-8", "replace")
+            if as_json:
+                return json.dumps({"seq": seq, "stream": stream, "subject": subject, "invalid": raw})
+            return f"{seq:>7} {'':12} INVALID {subject} {raw[:80]!r}"
+        if as_json:
+            return json.dumps(full_builtins(event) | {"seq": seq, "stream": stream, "subject": subject})
+        tag = "" if stream == AUDIT_STREAM else "t"
+        return f"{tag}{seq:>7} {render.clock(event.ts)} {type(event).__name__:<18} {subject}  {render.event_summary(event)}"
+
+    async def printed() -> None:
+        # what the log holds now, read by the lean reader (as `hive replay` does): neither
+        # nats-py nor structlog is loaded, which was half of this command's start
+        from edge import fastread
+        from edge.wire import open_conn
+
+        items: list[tuple[float, str, int, str, bytes]] = []
+
+        def sink(stream: str) -> Any:
+            def put(records: list[fastread.Record]) -> None:
+                items.extend((ts or 0.0, stream, seq, subject, data) for seq, subject, data, ts in records)
+
+            return put
+
+        conn = await open_conn(resolve(server, "auditor", data, creds=creds, ca=ca))
+        try:
+            for stream in (AUDIT_STREAM, TELEMETRY_STREAM):
+                await fastread.read_on(conn, stream, sink(stream), filters=[subject_filter])
+        finally:
+            await conn.close()
+        items.sort()
+        if items:
+            print("\n".join(line(stream, seq, subject, body) for _, stream, seq, subject, body in items))
+
+    async def followed() -> None:
+        from edge.logread import read_stream
+
         queue: asyncio.Queue[tuple[float, str, int, Any]] = asyncio.Queue()
 
         def sink(stream: str) -> Any:
@@ -57,23 +87,30 @@ def events(
 
         async with await _client(server, data, "auditor", creds=creds, ca=ca) as hive:
             readers = [
-                asyncio.create_task(read_stream(hive.js, stream, sink(stream), filters=[subject_filter], live=follow))
+                asyncio.create_task(read_stream(hive.js, stream, sink(stream), filters=[subject_filter], live=True))
                 for stream in (AUDIT_STREAM, TELEMETRY_STREAM)
             ]
-            if not follow:
-                await asyncio.gather(*readers)
-                items = sorted(queue.get_nowait() for _ in range(queue.qsize()))
-                print("\n".join(line(stream, seq, msg) for _, stream, seq, msg in items))
-                return
             try:
                 while True:
-                    _, stream, seq, msg = await queue.get()
-                    print(line(stream, seq, msg), flush=True)
+                    got = asyncio.ensure_future(queue.get())
+                    await asyncio.wait([got, *readers], return_when=asyncio.FIRST_COMPLETED)
+                    if not got.done():
+                        got.cancel()
+                        for reader in readers:
+                            if reader.done():
+                                reader.result()  # (raises why it stopped: the command's error)
+                        return
+                    _, stream, seq, msg = got.result()
+                    print(line(stream, seq, msg.subject, msg.data), flush=True)
             finally:
                 for reader in readers:
                     reader.cancel()
 
-    run(go())
+    if follow:
+        quiet()
+        run(followed())
+    else:
+        run(printed())
 
 
 @app.command()

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from hive import render
 from hive.cli import Ca, Creds, Data, Json, Server, _client, _reader, app, quiet, run
@@ -42,6 +41,8 @@ def help_requests(
         if as_json:
             render.emit_json(rows)
             return
+        from rich.table import Table
+
         table = Table(title=f"{len(rows)} requests", title_justify="left")
         for col in ("REQUEST", "TASK", "NODE", "KIND", "WHAT", "STATE", "ASKED", "ANSWER"):
             table.add_column(col, overflow="fold")

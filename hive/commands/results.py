@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from edge.errors import HiveError
 from events.subjects import RESULTS_BUCKET
@@ -22,6 +21,7 @@ from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
 
 if TYPE_CHECKING:
     from nats.js.object_store import ObjectStore
+    from rich.table import Table
 
 
 @app.command("results")
@@ -124,6 +124,8 @@ async def _download(store: ObjectStore, task_id: str, output: dict[str, Any], di
 
 
 def _table(task_id: str, directory: Path, files: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{len(files)} files of {task_id} in {directory}", title_justify="left")
     for col in ("NAME", "SIZE", "SHA256"):
         table.add_column(col, overflow="fold")

@@ -5,12 +5,13 @@ decision rounds)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from hive import render
 from hive.cli import Ca, Creds, Data, Json, Server, _reader, app, run
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _member(member: dict[str, Any]) -> str:
@@ -23,6 +24,8 @@ def _member(member: dict[str, Any]) -> str:
 
 
 def status_table(stats: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title="coordinator", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from edge.errors import HiveError
 from hive import render
 from hive.cli import Ca, Creds, Data, Json, Server, _client, _reader, app, quiet, run
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from hive.client import HiveClient
 
 # how long a reset waits for the coordinator's projection to show it
@@ -105,6 +106,8 @@ def _show(report: dict[str, Any], explain: bool, as_json: bool) -> None:
 
 
 def _changes_table(report: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     changes = report["changes"]
     table = Table(title=f"{len(changes)} changes from {report['initial']:g}", title_justify="left")
     for col in ("SEQ", "DELTA", "SCORE", "TASK", "CAUSE"):

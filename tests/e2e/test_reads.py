@@ -4,6 +4,7 @@ read command that loads neither nats-py nor structlog."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from edge.errors import Denied, HiveError, NotFound, Unreachable
-from events.subjects import api_subject
+from edge.logread import read_stream
+from events.subjects import AUDIT_STREAM, api_subject
 from events.task import TaskSpec
 from hive.client import HiveClient
 from hive.reads import Reader
@@ -81,19 +83,21 @@ async def _ignore(msg: Msg) -> None:
 
 
 def test_read_commands_load_neither_nats_py_nor_structlog(nats_server: Server, cluster: dict[str, Proc]) -> None:
-    probe = (
-        "import sys, runpy\n"
-        "sys.argv = ['hive', *sys.argv[1:]]\n"
-        "try:\n"
-        "    runpy.run_module('hive', run_name='__main__')\n"
-        "except SystemExit as exc:\n"
-        "    assert not exc.code, exc.code\n"
-        "print(json.dumps(sorted(m for m in ('nats', 'structlog', 'rich.progress', 'aiohttp') if m in sys.modules)),"
-        " file=sys.stderr)\n"
-    )
-    for args in (["status", "--json"], ["nodes"], ["tasks", "--json"], ["help-requests"], ["trust", "alpha"]):
+    heavy = ("nats", "structlog", "rich.progress", "aiohttp")
+    reads = (["status", "--json"], ["nodes"], ["tasks", "--json"], ["help-requests"], ["trust", "alpha"])
+    for args in (*reads, ["events", "--json"], ["nodes", "--json"]):
+        unwanted = (*heavy, "rich") if "--json" in args else heavy  # a table needs rich; JSON none of it
+        probe = (
+            "import json, sys, runpy\n"
+            "sys.argv = ['hive', *sys.argv[1:]]\n"
+            "try:\n"
+            "    runpy.run_module('hive', run_name='__main__')\n"
+            "except SystemExit as exc:\n"
+            "    assert not exc.code, exc.code\n"
+            f"print(json.dumps(sorted(m for m in {unwanted!r} if m in sys.modules)), file=sys.stderr)\n"
+        )
         done = subprocess.run(
-            [sys.executable, "-c", "import json\n" + probe, *args],
+            [sys.executable, "-c", probe, *args],
             env=nats_server.env(),
             capture_output=True,
             text=True,
@@ -113,3 +117,33 @@ def test_a_pruned_command_tree_keeps_help_and_errors(nats_server: Server) -> Non
     assert "enroll" in hive(nats_server, "node", "--help").stdout
     typo = hive(nats_server, "nodez")
     assert typo.returncode == 2 and "No such command 'nodez'" in typo.stderr
+
+
+async def test_events_prints_the_log_as_nats_py_reads_it_and_refuses_a_bad_filter(
+    nats_server: Server, cluster: dict[str, Proc], client: HiveClient
+) -> None:
+    task_id = await client.submit(TaskSpec(executor="function", type="noop"))
+    await client.wait(task_id, timeout=30)
+    done = await asyncio.to_thread(hive, nats_server, "events", f"hive.task.{task_id}.>", "--json")
+    assert done.returncode == 0, done.stderr
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    logged: list[tuple[int, str]] = []
+    await read_stream(
+        client.js, AUDIT_STREAM, lambda seq, msg: logged.append((seq, msg.subject)), filters=[f"hive.task.{task_id}.>"]
+    )
+    assert [(e["seq"], e["subject"]) for e in printed if e["stream"] == AUDIT_STREAM] == logged
+    assert [e["type"] for e in printed][:2] == ["TaskSubmitted", "TaskAssigned"] and printed[-1][
+        "type"
+    ] == "TaskCompleted"
+    assert all(e["task_id"] == task_id and "invalid" not in e for e in printed)
+    for bad, why in (
+        ("hive..x", "it has an empty token"),
+        ("hive.>.x", "'>' must be the last token"),
+        ("a b", "whitespace"),
+    ):
+        for follow in ([], ["--follow"]):
+            refused = await asyncio.to_thread(hive, nats_server, "events", bad, *follow)
+            assert refused.returncode == 2 and refused.stderr.startswith(f"error: {bad!r} is not a subject filter"), (
+                refused
+            )
+            assert why in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr

@@ -90,3 +90,12 @@ def test_every_field_shown_has_its_own_lists_and_fills_a_nested_spec() -> None:
     shown["spec"]["env"]["A"] = "1"
     again = full_builtins(assigned)
     assert again["gpus"] == [] and again["spec"]["env"] == {}  # a default is never shared
+
+
+def test_a_subject_filter_is_checked_as_nats_reads_it() -> None:
+    from events.subjects import ALL_EVENTS, filter_problem, task_filter
+
+    for good in (ALL_EVENTS, ">", "*", "hive.task.*.completed.*", "hive.node.n1.>", task_filter("t1")):
+        assert filter_problem(good) is None, good
+    for bad in ("", "hive..x", ".hive", "hive.", "hive.>.x", "hive.a*", "hive.>x", "hive. x", "hive.\tx"):
+        assert filter_problem(bad), bad
