@@ -35,6 +35,9 @@ ENDING_VERBS = frozenset({"completed", "failed", "cancelled"})
 RETRY_S = 15.0  # how long a publish rides out a leader election or a server restart
 ACK_S = 10.0  # a pipelined publish not acknowledged in this long is published again, on its own
 LEAN_BATCH = 100  # a batch at least this big is submitted on a lean connection of its own
+# publishes written before the next is made: the server stores and passes on the first
+# while the rest are built (a lean publish only buffers; 1,000 of them took 6 ms to build)
+WRITE_EVERY = 50
 ProgressFn = Callable[[float, str], None]
 
 
@@ -191,6 +194,8 @@ class HiveClient:
             event = TaskSubmitted(task_id=task_id, spec=spec, emitter=self.emitter)
             data = encode(event)
             futures.append((await publish(subject_for(event), data, event.id), event, data))
+            if len(futures) % WRITE_EVERY == 0:
+                await asyncio.sleep(0)
             if len(futures) >= window:
                 await self._settle(futures)
                 futures = []
