@@ -59,7 +59,7 @@ def events(
 
         def sink(stream: str) -> Any:
             def put(records: list[fastread.Record]) -> None:
-                items.extend((ts or 0.0, stream, seq, subject, data) for seq, subject, data, ts in records)
+                items.extend((ts, stream, seq, subject, body) for seq, subject, body, ts in records)
 
             return put
 
@@ -91,16 +91,20 @@ def events(
                 for stream in (AUDIT_STREAM, TELEMETRY_STREAM)
             ]
             try:
-                while True:
+                running = list(readers)
+                while running:
                     got = asyncio.ensure_future(queue.get())
-                    await asyncio.wait([got, *readers], return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait([got, *running], return_when=asyncio.FIRST_COMPLETED)
+                    for reader in [r for r in running if r.done()]:
+                        reader.result()  # one that failed ends the command with its error
+                        running.remove(reader)  # (one that ended: its stream is not there)
                     if not got.done():
                         got.cancel()
-                        for reader in readers:
-                            if reader.done():
-                                reader.result()  # (raises why it stopped: the command's error)
-                        return
+                        continue
                     _, stream, seq, msg = got.result()
+                    print(line(stream, seq, msg.subject, msg.data), flush=True)
+                while not queue.empty():
+                    _, stream, seq, msg = queue.get_nowait()
                     print(line(stream, seq, msg.subject, msg.data), flush=True)
             finally:
                 for reader in readers:
