@@ -6,6 +6,7 @@ a log file stays one event per line; it carries no local variables (they may hol
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import TextIO
@@ -23,7 +24,10 @@ _line_encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
 def _json_line(event_dict: object, **_: object) -> str:
-    return _line_encoder.encode(event_dict).decode()
+    try:
+        return _line_encoder.encode(event_dict).decode()
+    except (TypeError, OverflowError, ValueError):  # what only the stdlib writes (an int past 64 bits)
+        return json.dumps(event_dict, default=repr)
 
 
 def configure(level: str = "info", json_logs: bool | None = None, file: TextIO | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 
 import pytest
 import structlog
@@ -77,3 +78,13 @@ def test_default_mode_follows_the_stream() -> None:
     finally:
         configure("warning")
     assert json.loads(stream.getvalue())["event"] == "hello"
+
+
+def test_a_json_line_holds_what_msgspec_cannot_write() -> None:
+    out = io.StringIO()
+    configure("info", json_logs=True, file=out)
+    structlog.get_logger("t").info("odd", big=2**70, where=PurePosixPath("/x"))  # past 64 bits: the stdlib writes it
+    structlog.get_logger("t").info("plain", n=1)
+    odd, plain = (json.loads(line) for line in out.getvalue().splitlines())
+    assert odd["big"] == 2**70 and odd["where"] == repr(PurePosixPath("/x")) and odd["event"] == "odd"
+    assert plain["n"] == 1 and plain["level"] == "info"
