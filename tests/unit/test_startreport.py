@@ -78,3 +78,12 @@ async def test_a_stopped_attempt_owes_no_start() -> None:
     await asyncio.sleep(0.01)
     await report.flush()
     assert log.sent == []
+
+
+async def test_a_sent_start_is_stamped_when_the_attempt_began() -> None:
+    log = Log()
+    report = StartReport(
+        lambda ts: TaskStarted(task_id="t1", node_id="n1", attempt=1, emitter="node:n1", ts=ts), log.send, delay=0.02
+    )
+    await asyncio.sleep(0.05)  # sent late, by the timer
+    assert len(log.sent) == 1 and log.sent[0].ts == report.started_at < time.time() - 0.02
