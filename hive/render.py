@@ -1,7 +1,7 @@
 """Tables and one-line summaries for the command line (rich), and --json output.
 
-rich is imported when something is printed through ``out`` or ``err`` or a table is made,
-not before: a ``--json`` read needs none of it, and it was a sixth of such a command's start."""
+rich is imported when ``out``, ``err`` or ``Table`` is first used, not before: a ``--json``
+read needs none of it, and it was a sixth of such a command's start."""
 
 from __future__ import annotations
 
@@ -20,18 +20,23 @@ if TYPE_CHECKING:
     err: Console
 
 
-def __getattr__(name: str) -> Console:
-    """``out`` and ``err``, made on first use."""
-    if name not in ("out", "err"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from rich.console import Console
+def __getattr__(name: str) -> Any:
+    """``out``, ``err`` and ``Table`` (rich's), made or imported on first use."""
+    if name == "Table":
+        from rich.table import Table
 
-    if name == "out":  # a pipe or a file gets wide tables rather than rich's 80-column default
-        console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        value: Any = Table
+    elif name in ("out", "err"):
+        from rich.console import Console
+
+        if name == "out":  # a pipe or a file gets wide tables rather than rich's 80-column default
+            value = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        else:
+            value = Console(stderr=True, highlight=False, soft_wrap=True)
     else:
-        console = Console(stderr=True, highlight=False, soft_wrap=True)
-    globals()[name] = console
-    return console
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def emit_json(data: Any) -> None:
@@ -54,7 +59,7 @@ def clock(ts: float) -> str:
 
 
 def tasks_table(tasks: list[dict[str, Any]]) -> Table:
-    from rich.table import Table
+    from rich.table import Table  # (inside this module a global name skips __getattr__)
 
     table = Table(title=f"{len(tasks)} tasks", title_justify="left")
     for col in ("TASK", "STATE", "EXECUTOR", "WHAT", "PRI", "ATTEMPT", "NODE", "BY", "SUBMITTED", "INFO"):

@@ -151,9 +151,7 @@ def creds_list(data: Data = None, as_json: Json = False) -> None:
     if as_json:
         render.emit_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title=f"{len(rows)} credentials", title_justify="left")
+    table = render.Table(title=f"{len(rows)} credentials", title_justify="left")
     for col in ("NAME", "ROLE", "ISSUED", "REVOKED"):
         table.add_column(col)
     for row in rows:

@@ -41,9 +41,7 @@ def help_requests(
         if as_json:
             render.emit_json(rows)
             return
-        from rich.table import Table
-
-        table = Table(title=f"{len(rows)} requests", title_justify="left")
+        table = render.Table(title=f"{len(rows)} requests", title_justify="left")
         for col in ("REQUEST", "TASK", "NODE", "KIND", "WHAT", "STATE", "ASKED", "ANSWER"):
             table.add_column(col, overflow="fold")
         for r in rows:

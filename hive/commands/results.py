@@ -21,7 +21,6 @@ from hive.cli import Ca, Creds, Data, Json, Server, _client, app, quiet, run
 
 if TYPE_CHECKING:
     from nats.js.object_store import ObjectStore
-    from rich.table import Table
 
 
 @app.command("results")
@@ -123,10 +122,8 @@ async def _download(store: ObjectStore, task_id: str, output: dict[str, Any], di
     return {"name": name, "size": writer.size, "sha256": digest, "path": str(path)}
 
 
-def _table(task_id: str, directory: Path, files: list[dict[str, Any]]) -> Table:
-    from rich.table import Table
-
-    table = Table(title=f"{len(files)} files of {task_id} in {directory}", title_justify="left")
+def _table(task_id: str, directory: Path, files: list[dict[str, Any]]) -> render.Table:
+    table = render.Table(title=f"{len(files)} files of {task_id} in {directory}", title_justify="left")
     for col in ("NAME", "SIZE", "SHA256"):
         table.add_column(col, overflow="fold")
     for f in files:

@@ -5,13 +5,10 @@ decision rounds)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hive import render
 from hive.cli import Ca, Creds, Data, Json, Server, _reader, app, run
-
-if TYPE_CHECKING:
-    from rich.table import Table
 
 
 def _member(member: dict[str, Any]) -> str:
@@ -23,10 +20,8 @@ def _member(member: dict[str, Any]) -> str:
     return f"{member['name']} ({', '.join(notes)})"
 
 
-def status_table(stats: dict[str, Any]) -> Table:
-    from rich.table import Table
-
-    table = Table(title="coordinator", title_justify="left", show_header=False)
+def status_table(stats: dict[str, Any]) -> render.Table:
+    table = render.Table(title="coordinator", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")
     leader = stats.get("leader")

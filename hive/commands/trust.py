@@ -19,8 +19,6 @@ from hive import render
 from hive.cli import Ca, Creds, Data, Json, Server, _client, _reader, app, quiet, run
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from hive.client import HiveClient
 
 # how long a reset waits for the coordinator's projection to show it
@@ -105,11 +103,9 @@ def _show(report: dict[str, Any], explain: bool, as_json: bool) -> None:
         render.out.print(_changes_table(report))
 
 
-def _changes_table(report: dict[str, Any]) -> Table:
-    from rich.table import Table
-
+def _changes_table(report: dict[str, Any]) -> render.Table:
     changes = report["changes"]
-    table = Table(title=f"{len(changes)} changes from {report['initial']:g}", title_justify="left")
+    table = render.Table(title=f"{len(changes)} changes from {report['initial']:g}", title_justify="left")
     for col in ("SEQ", "DELTA", "SCORE", "TASK", "CAUSE"):
         table.add_column(col, overflow="fold")
     for c in changes:

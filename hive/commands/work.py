@@ -215,9 +215,7 @@ def task(task_id: str, server: Server = None, creds: Creds = None, ca: Ca = None
             f"[bold]{task_id}[/bold] {view['state']}  attempt {view['attempt']}/{view['spec']['max_attempts']}{who}",
             markup=True,
         )
-        from rich.table import Table
-
-        table = Table(title=f"{len(history)} events", title_justify="left")
+        table = render.Table(title=f"{len(history)} events", title_justify="left")
         for col in ("SEQ", "TIME", "EVENT", "BY", "DETAILS"):
             table.add_column(col, overflow="fold")
         for seq, stream, event in history:
