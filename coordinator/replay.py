@@ -26,14 +26,14 @@ from coordinator.store import COMPARED_TABLES, ProjectionStore, comparable
 from edge import fastread
 from edge.bus import delivery
 from edge.config import Target
+from edge.errors import HiveError
 from edge.logread import read_stream
 from events.subjects import AUDIT_STREAM
 
-# A rebuild writes its rows once at the end (each task row is written once, not once per
-# flush it was dirty in); this bounds the rows held dirty in between for a huge log. (Writing
-# behind the fold on aiosqlite's thread was slower here: on two cores it competes with the
-# reading and with nats-server.)
-FLUSH_EVERY = 500_000
+# A rebuild hands its rows to a writer process (``edge.bulkwrite``) every so many events, so
+# SQLite works on the other core while this one reads and folds; a task row is written once
+# unless its task is still running at a flush (a few of each batch).
+FLUSH_EVERY = 60_000
 
 
 class ReplayReport(msgspec.Struct, kw_only=True):
@@ -51,15 +51,20 @@ class ReplayReport(msgspec.Struct, kw_only=True):
 
 def snapshot(live: Path, copy: Path) -> int:
     """Copy the live projection consistently; return its checkpoint."""
-    src = sqlite3.connect(f"file:{live}?mode=ro", uri=True)
-    dst = sqlite3.connect(str(copy))
     try:
-        src.backup(dst)
-        row = dst.execute("SELECT seq FROM checkpoint WHERE projection = 'coordinator'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        src.close()
-        dst.close()
+        src = sqlite3.connect(f"file:{live}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(str(copy))
+            try:
+                src.backup(dst)
+                row = dst.execute("SELECT seq FROM checkpoint WHERE projection = 'coordinator'").fetchone()
+                return int(row[0]) if row else 0
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except sqlite3.Error as exc:
+        raise HiveError(f"cannot copy the live projection {live} to {copy}: {exc}") from None
 
 
 def compare(a: Path, b: Path) -> list[str]:
@@ -139,10 +144,13 @@ async def rebuild(
             await read_stream(source, AUDIT_STREAM, sink, until_seq=until_seq)
         fold(pending)
         await store.flush(state)
+        await store.close()  # (waits for the writer to finish the file)
+    except BaseException:
+        await store.abort()  # (a half-written file: the next rebuild deletes it)
+        raise
     finally:
         gc.enable()
         gc.unfreeze()
-        await store.close()  # (after a failure too: its thread would keep the process alive)
     seconds = time.perf_counter() - started
     conn = sqlite3.connect(str(db_path))
     try:

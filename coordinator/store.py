@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable
-from operator import itemgetter
+from collections.abc import Iterable, Iterator
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,6 +36,7 @@ from coordinator.state import (
     TaskView,
     TrustPolicy,
 )
+from edge.bulkwrite import BulkWriteError, ForkedWriter
 from edge.sqlite import open_projection, sql_list
 from events.codec import fill_defaults
 
@@ -117,6 +118,7 @@ class TaskRow(msgspec.Struct):
 
 _dec_row = msgspec.json.Decoder(TaskRow)
 _STATE_TEXT = {s: s.value for s in TaskState}  # (an enum's .value is a Python property)
+_by_order = attrgetter("order")
 
 
 class Changes(NamedTuple):
@@ -170,38 +172,56 @@ _IN_CHUNK = 500  # ids per `IN (...)`: under SQLite's variable limit
 
 
 class ProjectionStore:
-    def __init__(self, db: aiosqlite.Connection, bulk: bool = False) -> None:
-        self.db = db
-        self.bulk = bulk
+    def __init__(self, db: aiosqlite.Connection | None, bulk: ForkedWriter | None = None) -> None:
+        self.db: aiosqlite.Connection = db  # type: ignore[assignment]  # (None only when bulk)
+        # a bulk store (a rebuild's) is written by children forked for each flush (see
+        # ``edge.bulkwrite``) and reads nothing back
+        self.writer = bulk
+        self.bulk = bulk is not None
         self.rejected: list[tuple[int, str, str]] = []
         # tasks with a row in `allocations`: a released allocation that was never written
-        # needs no DELETE (a rebuild's one flush would otherwise delete every allocation)
+        # needs no DELETE (a rebuild's flush would otherwise delete every allocation)
         self.stored_allocs: set[str] = set()
         self.unwritten: list[Changes] = []  # collected by a flush that failed
 
     @classmethod
     async def open(cls, path: str | Path, bulk: bool = False) -> ProjectionStore:
         """The projection file at ``path``; ``bulk``: a fresh file that a rebuild fills
-        (no journal, indexes made by ``close``)."""
-        db = await open_projection(path, SCHEMA, BULK_PRAGMAS if bulk else None)
-        store = cls(db, bulk)
+        (no journal; indexes made at the end), written while the rebuild goes on, and not
+        read until it is closed."""
+        if bulk:
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.closing(sqlite3.connect(str(path))) as conn:
+                    conn.executescript(BULK_PRAGMAS + SCHEMA)
+            except (OSError, sqlite3.Error) as exc:
+                raise BulkWriteError(f"cannot make the projection file {path}: {exc}") from None
+            return cls(None, ForkedWriter(str(path), BULK_PRAGMAS))
+        db = await open_projection(path, SCHEMA)
+        store = cls(db)
         try:
-            if not bulk:
-                await _add_order_column(db)
-                async with db.execute("SELECT task_id FROM allocations") as cur:
-                    store.stored_allocs = {row[0] for row in await cur.fetchall()}
+            await _add_order_column(db)
+            async with db.execute("SELECT task_id FROM allocations") as cur:
+                store.stored_allocs = {row[0] for row in await cur.fetchall()}
         except BaseException:
             await db.close()
             raise
         return store
 
     async def close(self) -> None:
-        try:
-            if self.bulk:
-                await self.db.executescript(INDEXES + "PRAGMA journal_mode=WAL;")
-                await self.db.commit()
-        finally:
+        if self.writer is None:
             await self.db.close()
+            return
+        self.writer.submit(_finish_bulk)
+        await self.writer.finish()  # (raises what a writer failed at)
+
+    async def abort(self) -> None:
+        """Close without finishing: a bulk file is left half written (the next rebuild
+        deletes it)."""
+        if self.writer is None:
+            await self.db.close()
+        else:
+            self.writer.abort()
 
     async def load(self, state: ClusterState) -> ClusterState:
         dec_task = msgspec.json.Decoder(TaskView)
@@ -278,6 +298,12 @@ class ProjectionStore:
         """Write what changed since the last flush, and the checkpoint, in one transaction.
         The rows of a flush that failed (rolled back) go first in the next one: the
         projection's marks of them were cleared when they were collected."""
+        if self.writer is not None:
+            # a child builds the rows from the state as it is now, and writes them
+            gone, live = self._allocs(state)
+            self.writer.submit(lambda conn: _write_sync(conn, self._changes(state, gone, live)))
+            self._forget(state, gone, live)
+            return
         pending, self.unwritten = [*self.unwritten, self.collect(state)], []
         try:
             await self.write(*pending)
@@ -288,16 +314,21 @@ class ProjectionStore:
     def collect(self, state: ClusterState) -> Changes:
         """The rows that changed since the last collect, as they are now; the projection's
         dirty marks are cleared, so what changes next goes into the next one."""
-        dirty = state.dirty_tasks
-        if self.bulk:  # (most tasks are dirty): in the order of their making, which is their order in memory
-            tasks = [t for t in state.tasks.values() if t.task_id in dirty]
-        else:
-            tasks = [state.tasks[t] for t in dirty]
-        stored = self.stored_allocs
-        gone = [(t,) for t in state.dirty_allocs if t not in state.allocations and t in stored]
-        live = [state.allocations[t] for t in state.dirty_allocs if t in state.allocations]
-        stored.difference_update(t for (t,) in gone)
-        stored.update(a.task_id for a in live)
+        gone, live = self._allocs(state)
+        changes = self._changes(state, gone, live)
+        self._forget(state, gone, live)
+        return changes
+
+    def _allocs(self, state: ClusterState) -> tuple[list[str], list[str]]:
+        """The allocations to delete (released, and written before) and to write."""
+        stored, allocations = self.stored_allocs, state.allocations
+        gone = [t for t in state.dirty_allocs if t not in allocations and t in stored]
+        return gone, [t for t in state.dirty_allocs if t in allocations]
+
+    def _changes(self, state: ClusterState, gone: list[str], live: list[str]) -> Changes:
+        tasks = [state.tasks[t] for t in state.dirty_tasks]
+        if self.bulk:  # in the order of their making, as the log has them
+            tasks.sort(key=_by_order)
         settings = []
         if state.dirty_settings:
             settings.append(("trust", _enc.encode(state.trust)))
@@ -305,13 +336,13 @@ class ProjectionStore:
             settings.append(("leader", _enc.encode(state.leader)))
         if state.dirty_heartbeat:
             settings.append(("heartbeat", _enc.encode(state.heartbeat)))
-        changes = Changes(
+        return Changes(
             tasks=_task_rows(tasks),
             nodes=[
                 (n.node_id, n.state.value, n.trust, n.running, _enc.encode(n))
                 for n in (state.nodes[i] for i in state.dirty_nodes)
             ],
-            allocs_gone=gone,
+            allocs_gone=[(t,) for t in gone],
             allocs=[
                 (
                     a.task_id,
@@ -323,7 +354,7 @@ class ProjectionStore:
                     a.resources.gpu_memory_gb,
                     _enc.encode(a.gpus).decode(),
                 )
-                for a in live
+                for a in (state.allocations[t] for t in live)
             ],
             requests=[
                 (r.request_id, r.task_id, r.kind, r.state, _enc.encode(r))
@@ -334,6 +365,11 @@ class ProjectionStore:
             rejected=self.rejected,
             seq=state.seq,
         )
+
+    def _forget(self, state: ClusterState, gone: list[str], live: list[str]) -> None:
+        """Clear the marks of what was collected."""
+        self.stored_allocs.difference_update(gone)
+        self.stored_allocs.update(live)
         self.rejected = []
         state.dirty_tasks.clear()
         state.dirty_nodes.clear()
@@ -343,7 +379,6 @@ class ProjectionStore:
         state.dirty_settings = False
         state.dirty_leader = False
         state.dirty_heartbeat = False
-        return changes
 
     async def write(self, *batches: Changes) -> None:
         """``batches``, in order, and the last one's checkpoint, in one transaction; rolled
@@ -351,19 +386,8 @@ class ProjectionStore:
         db = self.db
         try:
             for changes in batches:
-                for sql, rows in (
-                    ("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?)", changes.tasks),
-                    ("INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?)", changes.nodes),
-                    ("DELETE FROM allocations WHERE task_id = ?", changes.allocs_gone),
-                    ("INSERT OR REPLACE INTO allocations VALUES (?,?,?,?,?,?,?,?)", changes.allocs),
-                    ("INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?)", changes.requests),
-                    ("INSERT INTO trust_changes VALUES (?,?,?,?,?,?)", changes.trust),
-                    ("INSERT OR REPLACE INTO settings VALUES (?,?)", changes.settings),
-                    ("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", changes.rejected),
-                ):
-                    if rows:
-                        await db.executemany(sql, rows)
-                await db.execute("INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", (PROJECTION, changes.seq))
+                for sql, rows in _statements(changes):
+                    await db.executemany(sql, rows)
             await db.commit()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -401,6 +425,35 @@ class ProjectionStore:
         async with self.db.execute("SELECT count(*), max(ord) FROM tasks") as cur:
             row = await cur.fetchone()
         return (int(row[0]), -1 if row[1] is None else int(row[1])) if row else (0, -1)
+
+
+def _statements(changes: Changes) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """What writing ``changes`` runs: each statement and its rows, the checkpoint last."""
+    for sql, rows in (
+        ("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?)", changes.tasks),
+        ("INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?)", changes.nodes),
+        ("DELETE FROM allocations WHERE task_id = ?", changes.allocs_gone),
+        ("INSERT OR REPLACE INTO allocations VALUES (?,?,?,?,?,?,?,?)", changes.allocs),
+        ("INSERT OR REPLACE INTO requests VALUES (?,?,?,?,?)", changes.requests),
+        ("INSERT INTO trust_changes VALUES (?,?,?,?,?,?)", changes.trust),
+        ("INSERT OR REPLACE INTO settings VALUES (?,?)", changes.settings),
+        ("INSERT OR REPLACE INTO rejected VALUES (?,?,?)", changes.rejected),
+    ):
+        if rows:
+            yield sql, rows
+    yield "INSERT OR REPLACE INTO checkpoint VALUES (?, ?)", [(PROJECTION, changes.seq)]
+
+
+def _write_sync(conn: sqlite3.Connection, changes: Changes) -> None:
+    """``write`` for a bulk store's child (``edge.bulkwrite`` commits)."""
+    for sql, rows in _statements(changes):
+        conn.executemany(sql, rows)
+
+
+def _finish_bulk(conn: sqlite3.Connection) -> None:
+    """A bulk file's last step: its indexes, sorted once, and the WAL mode a service expects."""
+    conn.commit()
+    conn.executescript(INDEXES + "PRAGMA journal_mode=WAL;")
 
 
 class RowReader:
