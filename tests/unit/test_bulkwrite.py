@@ -17,14 +17,7 @@ from coordinator.state import ClusterState
 from coordinator.store import ProjectionStore
 from edge.bulkwrite import BulkWriteError, ForkedWriter
 from tests.unit.factories import assign, complete, register, submit
-
-
-def rows(path: Path, query: str) -> list[tuple[object, ...]]:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute(query).fetchall()
-    finally:
-        db.close()
+from tests.unit.test_store import rows
 
 
 def fresh(path: Path) -> None:
