@@ -122,15 +122,17 @@ async def _read_all(fd: int) -> bytes:
 def _child(path: str, pragmas: str, job: Job, before: int | None, report: int) -> int:
     """The child's whole life: its exit status."""
     try:
-        if before is not None:
-            previous = _read_blocking(before)
-            if previous != OK:
-                os.write(report, previous or b"a writer process died")
-                return 1
+        # the file is opened before the wait, so that a child left behind by a parent that
+        # was killed writes into that parent's file, never into the one a new rebuild makes
+        # under the same name
         conn = sqlite3.connect(path)
         try:
-            if pragmas:
-                conn.executescript(pragmas)
+            conn.executescript(pragmas or "PRAGMA schema_version;")
+            if before is not None:
+                previous = _read_blocking(before)
+                if previous != OK:
+                    os.write(report, previous or b"a writer process died")
+                    return 1
             job(conn)
             conn.commit()
         finally:

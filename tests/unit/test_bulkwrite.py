@@ -124,3 +124,47 @@ def test_a_file_that_cannot_be_made_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(BulkWriteError, match="cannot make the projection file"):
         asyncio.run(ProjectionStore.open(tmp_path / "file" / "replay.db", bulk=True))
+
+
+ORPHANS = """
+import sys, time
+from edge.bulkwrite import ForkedWriter
+
+def first(conn):
+    conn.execute("INSERT INTO t VALUES (1, 1)")
+
+def slow(conn):
+    time.sleep(1.0)  # writes nothing: it succeeds even though its file is gone by then
+
+def late(conn):
+    conn.execute("INSERT INTO t VALUES (3, 3)")
+
+writer = ForkedWriter(sys.argv[1])
+for job in (first, slow, late):
+    writer.submit(job)
+time.sleep(0.3)  # (the first is written)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_children_of_a_killed_parent_never_write_into_a_new_file_of_that_name(tmp_path: Path) -> None:
+    """A rebuild killed with -9 leaves its children running; the next rebuild makes a new
+    file under the same name at once. What the orphans still write goes to the old file
+    (where SQLite refuses it: the file was deleted), never into the new one."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "f.db"
+    fresh(path)
+    parent = subprocess.Popen([sys.executable, "-c", ORPHANS, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
+        parent.kill()
+        parent.wait()
+        path.unlink()
+        fresh(path)  # while the second child sleeps and the third waits for it
+        time.sleep(2.0)  # (both children are done by now)
+    finally:
+        parent.kill()
+    assert rows(path, "SELECT * FROM t") == []
