@@ -152,8 +152,9 @@ class Coordinator:
             ready.set()
         try:
             while True:
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=self.tick_s)
+                try:  # (not wait_for: on Python 3.11 it can lose the stop's cancellation, see edge.wire)
+                    async with asyncio.timeout(self.tick_s):
+                        await self.wake.wait()
                 except TimeoutError:
                     pass
                 self.wake.clear()

@@ -90,10 +90,14 @@ class Conn:
     async def fill(self, timeout: float = STALL_S) -> None:
         have = len(self.buf) - self.pos
         try:
-            if self.need > have + 65536:  # a big message: read it in one go, not join it piece by piece
-                chunk = await asyncio.wait_for(self.reader.readexactly(self.need - have), timeout)
-            else:
-                chunk = await asyncio.wait_for(self.reader.read(CHUNK), timeout)
+            # (asyncio.timeout, not wait_for: on Python 3.11, wait_for loses a cancellation
+            # that comes while its read is done already, as a read here almost always is, so
+            # Ctrl-C or a service's stop went unheard while data kept coming)
+            async with asyncio.timeout(timeout):
+                if self.need > have + 65536:  # a big message: read it in one go, not join it piece by piece
+                    chunk = await self.reader.readexactly(self.need - have)
+                else:
+                    chunk = await self.reader.read(CHUNK)
         except asyncio.IncompleteReadError:
             chunk = b""
         except TimeoutError:
@@ -358,7 +362,8 @@ async def open_conn(target: Target, name: str = "hive-fastread") -> Conn:
         parts = urlsplit(url if "://" in url else f"nats://{url}")
         host, port = parts.hostname or "127.0.0.1", parts.port or 4222
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=4 * CHUNK), CONNECT_S)
+            async with asyncio.timeout(CONNECT_S):
+                reader, writer = await asyncio.open_connection(host, port, limit=4 * CHUNK)
         except (OSError, TimeoutError) as exc:
             last = str(exc) or type(exc).__name__
             continue
@@ -381,9 +386,8 @@ async def _handshake(
     if conn.info.get("tls_required") or url.scheme == "tls":
         # nats-server sends INFO in the clear, then expects the handshake (as nats-py does it)
         try:
-            await asyncio.wait_for(
-                conn.writer.start_tls(context or ssl.create_default_context(), server_hostname=host), CONNECT_S
-            )
+            async with asyncio.timeout(CONNECT_S):
+                await conn.writer.start_tls(context or ssl.create_default_context(), server_hostname=host)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             raise Unreachable(explain(conn.target, f"TLS: {exc}")) from None
     connect: dict[str, Any] = {

@@ -319,8 +319,9 @@ class HiveClient:
                 left = pause if deadline is None else min(pause, deadline - time.monotonic())
                 if left <= 0:
                     raise HiveError(f"task {task_id} still {task['state']} after {timeout:g}s")
-                try:
-                    await asyncio.wait_for(changed.wait(), left)
+                try:  # (not wait_for: on Python 3.11 it can lose a Ctrl-C, see edge.wire)
+                    async with asyncio.timeout(left):
+                        await changed.wait()
                 except TimeoutError:
                     pass
                 changed.clear()

@@ -143,8 +143,9 @@ class Node(Attempts, Negotiator):
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
             while not self.done.is_set():
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                try:  # (not wait_for: on Python 3.11 it can lose the stop's cancellation, see edge.wire)
+                    async with asyncio.timeout(1.0):
+                        await self.wake.wait()
                 except TimeoutError:
                     pass
                 self.wake.clear()

@@ -65,8 +65,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
             await response.write(_frame(item))
         last_write = time.monotonic()
         while True:
-            try:
-                item = await asyncio.wait_for(subscriber.queue.get(), 1.0)
+            try:  # (not wait_for: on Python 3.11 it can lose the cancellation of a closed stream, see edge.wire)
+                async with asyncio.timeout(1.0):
+                    item = await subscriber.queue.get()
             except TimeoutError:
                 item = {}
             if item is None:

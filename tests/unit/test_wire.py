@@ -112,3 +112,50 @@ async def test_a_publish_ack_settles_its_future(ack: bytes | None, outcome: Any)
             future.result()
         # an Unreachable is worth a retry elsewhere; any other refusal is not
         assert isinstance(future.exception(), wire.Unreachable) == (outcome is wire.Unreachable)
+
+
+def test_a_read_that_always_has_data_still_hears_its_cancellation() -> None:
+    """A replay or a follower reads a connection that is never idle; a stop (Ctrl-C, a
+    service's SIGTERM) cancels the reading task. On Python 3.11 ``asyncio.wait_for`` around
+    each read lost such a cancellation whenever the read was already done, and the read
+    went on. Over a real socket that a server keeps full, every one of 20 cancellations
+    must end its reader."""
+
+    async def main() -> int:
+        async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    writer.write(b"+OK\r\n" * 20_000)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                writer.close()
+
+        server = await asyncio.start_server(flood, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        heard = 0
+        try:
+            for _ in range(20):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                c = wire.Conn(Target(f"nats://127.0.0.1:{port}"), reader, writer)
+
+                stop = asyncio.Event()
+
+                async def spin(c: wire.Conn = c, stop: asyncio.Event = stop) -> None:
+                    while not stop.is_set():
+                        await c.fill()
+                        c.pos = len(c.buf)  # (consumed)
+
+                task = asyncio.create_task(spin())
+                await asyncio.sleep(0.05)
+                task.cancel()
+                await asyncio.wait([task], timeout=1.0)
+                if task.cancelled():
+                    heard += 1
+                stop.set()  # (a reader that did not hear it ends here)
+                await asyncio.wait([task], timeout=5.0)
+                writer.close()
+        finally:
+            server.close()
+        return heard
+
+    assert asyncio.run(main()) == 20
