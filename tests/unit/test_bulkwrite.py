@@ -168,3 +168,13 @@ def test_children_of_a_killed_parent_never_write_into_a_new_file_of_that_name(tm
     finally:
         parent.kill()
     assert rows(path, "SELECT * FROM t") == []
+
+
+def test_a_rebuild_into_a_path_that_cannot_be_a_file_is_one_clear_error(tmp_path: Path) -> None:
+    from coordinator.replay import rebuild
+    from edge.config import Target
+    from edge.errors import HiveError
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(HiveError, match=r"cannot make the projection file .*: Not a directory"):
+        asyncio.run(rebuild(Target("nats://127.0.0.1:1"), tmp_path / "file" / "replay.db"))
