@@ -13,7 +13,8 @@ the same way.
 Children write one after another, in the order they were forked: each waits for the one
 before it to report (a pipe each: ``ok``, or the reason it failed, which is passed on), so
 the file gets the batches in order. ``finish`` waits for the last; a failure anywhere is a
-``BulkWriteError`` with the first failure's one-line reason.
+``BulkWriteError`` with the first failure's one-line reason. Where no process can be forked
+(no memory for one, say), the batch is written in this process, after those before it.
 
 POSIX only (``os.fork``), and only for a file nobody reads while it is written (a
 rebuild's). A child touches no asyncio, socket or file of its parent and leaves with
@@ -52,7 +53,13 @@ class ForkedWriter:
         self._reap()
         read_end, write_end = os.pipe()
         before = self.last
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # (no memory for another process, say): write it here, in turn
+            os.close(read_end)
+            os.close(write_end)
+            self._write_here(job)
+            return
         if pid == 0:  # the child: never returns
             os.close(read_end)
             with contextlib.suppress(ValueError):  # (not the main thread: no handlers of the parent's)
@@ -63,6 +70,23 @@ class ForkedWriter:
             os.close(before)
         self.last = read_end
         self.children.append(pid)
+
+    def _write_here(self, job: Job) -> None:
+        if self.last is not None:
+            fd, self.last = self.last, None
+            try:
+                report = _read_blocking(fd)  # (the children before it write first)
+            finally:
+                os.close(fd)
+            if report != OK:
+                raise BulkWriteError(report.decode(errors="replace") or "a writer process died")
+        conn = sqlite3.connect(self.path)
+        try:
+            conn.executescript(self.pragmas or "PRAGMA schema_version;")
+            job(conn)
+            conn.commit()
+        finally:
+            conn.close()
 
     async def finish(self) -> None:
         """Wait for every child; raise ``BulkWriteError`` if any failed."""

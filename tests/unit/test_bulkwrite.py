@@ -178,3 +178,31 @@ def test_a_rebuild_into_a_path_that_cannot_be_a_file_is_one_clear_error(tmp_path
     (tmp_path / "file").write_text("")
     with pytest.raises(HiveError, match=r"cannot make the projection file .*: Not a directory"):
         asyncio.run(rebuild(Target("nats://127.0.0.1:1"), tmp_path / "file" / "replay.db"))
+
+
+def test_where_no_process_can_be_forked_the_batch_is_written_here_in_turn(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "f.db"
+    fresh(path)
+    real_fork = os.fork
+
+    def insert(i: int):  # type: ignore[no-untyped-def]
+        def job(conn: sqlite3.Connection) -> None:
+            if i == 0:
+                time.sleep(0.3)  # the forked one before it is slow: it still goes first
+            conn.execute("INSERT INTO t VALUES (?, ?)", (i, os.getpid()))
+
+        return job
+
+    async def main() -> None:
+        writer = ForkedWriter(str(path))
+        writer.submit(insert(0))
+        monkeypatch.setattr(os, "fork", lambda: (_ for _ in ()).throw(OSError(12, "Cannot allocate memory")))
+        writer.submit(insert(1))
+        monkeypatch.setattr(os, "fork", real_fork)
+        writer.submit(insert(2))
+        await writer.finish()
+
+    asyncio.run(main())
+    got = rows(path, "SELECT i, who FROM t ORDER BY rowid")
+    assert [i for i, _ in got] == [0, 1, 2]
+    assert got[1][1] == os.getpid() and got[0][1] != os.getpid() and got[2][1] != os.getpid()
