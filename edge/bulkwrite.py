@@ -80,13 +80,16 @@ class ForkedWriter:
                 os.close(fd)
             if report != OK:
                 raise BulkWriteError(report.decode(errors="replace") or "a writer process died")
-        conn = sqlite3.connect(self.path)
         try:
-            conn.executescript(self.pragmas or "PRAGMA schema_version;")
-            job(conn)
-            conn.commit()
-        finally:
-            conn.close()
+            conn = sqlite3.connect(self.path)
+            try:
+                conn.executescript(self.pragmas or "PRAGMA schema_version;")
+                job(conn)
+                conn.commit()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise BulkWriteError(f"writing {self.path} failed: {type(exc).__name__}: {exc}") from None
 
     async def finish(self) -> None:
         """Wait for every child; raise ``BulkWriteError`` if any failed."""
