@@ -18,7 +18,10 @@ the file gets the batches in order. ``finish`` waits for the last; a failure any
 
 POSIX only (``os.fork``), and only for a file nobody reads while it is written (a
 rebuild's). A child touches no asyncio, socket or file of its parent and leaves with
-``os._exit``, so nothing of the parent runs twice.
+``os._exit``, so nothing of the parent runs twice. Nor may the process use SQLite on
+another thread meanwhile: a child inherits whatever lock SQLite held there at the fork,
+held forever. ``hive replay`` and the benchmarks rebuild in a process that uses SQLite
+through the rebuild alone.
 """
 
 from __future__ import annotations
