@@ -30,9 +30,10 @@ from edge.errors import HiveError
 from edge.logread import read_stream
 from events.subjects import AUDIT_STREAM
 
-# A rebuild hands its rows to a writer process (``edge.bulkwrite``) every so many events, so
-# SQLite works on the other core while this one reads and folds; a task row is written once
-# unless its task is still running at a flush (a few of each batch).
+# Every so many events a rebuild forks a child that builds and writes the rows changed since
+# the last one (``edge.bulkwrite``), so SQLite works on the other core while this one reads
+# and folds; a task row is written once unless its task is still running at a flush (a few
+# of each batch). Fewer forks cost fewer page faults, but leave more for the last child.
 FLUSH_EVERY = 60_000
 
 
