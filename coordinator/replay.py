@@ -95,12 +95,7 @@ async def rebuild(
 ) -> ReplayReport:
     """Fold the audit log from sequence 1 (to ``until_seq``) into a fresh ``db_path``;
     ``source`` is where to read it: a ``Target`` (the lean reader) or a JetStream context."""
-    try:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    except OSError as exc:
-        raise HiveError(f"cannot make the projection file {db_path}: {exc.strerror or exc}") from None
-    store = await ProjectionStore.open(db_path, bulk=True)
+    store = await ProjectionStore.open(db_path, bulk=True)  # (deletes what was there)
     state = ClusterState(trust)
     events = 0
     pending: list[tuple[int, Msg]] = []

@@ -177,7 +177,6 @@ class ProjectionStore:
         # a bulk store (a rebuild's) is written by children forked for each flush (see
         # ``edge.bulkwrite``) and reads nothing back
         self.writer = bulk
-        self.bulk = bulk is not None
         self.rejected: list[tuple[int, str, str]] = []
         # tasks with a row in `allocations`: a released allocation that was never written
         # needs no DELETE (a rebuild's flush would otherwise delete every allocation)
@@ -186,16 +185,19 @@ class ProjectionStore:
 
     @classmethod
     async def open(cls, path: str | Path, bulk: bool = False) -> ProjectionStore:
-        """The projection file at ``path``; ``bulk``: a fresh file that a rebuild fills
-        (no journal; indexes made at the end), written while the rebuild goes on, and not
-        read until it is closed."""
+        """The projection file at ``path``; ``bulk``: a fresh file that a rebuild fills (any
+        file there before is deleted; no journal; indexes made at the end), written while
+        the rebuild goes on, and not read until it is closed."""
         if bulk:
             try:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 with contextlib.closing(sqlite3.connect(str(path))) as conn:
                     conn.executescript(BULK_PRAGMAS + SCHEMA)
             except (OSError, sqlite3.Error) as exc:
-                raise BulkWriteError(f"cannot make the projection file {path}: {exc}") from None
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise BulkWriteError(f"cannot make the projection file {path}: {why}") from None
             return cls(None, ForkedWriter(str(path), BULK_PRAGMAS))
         db = await open_projection(path, SCHEMA)
         store = cls(db)
@@ -327,7 +329,7 @@ class ProjectionStore:
 
     def _changes(self, state: ClusterState, gone: list[str], live: list[str]) -> Changes:
         tasks = [state.tasks[t] for t in state.dirty_tasks]
-        if self.bulk:  # in the order of their making, as the log has them
+        if self.writer is not None:  # (bulk) in the order of their making, as the log has them
             tasks.sort(key=_by_order)
         settings = []
         if state.dirty_settings:
@@ -451,8 +453,8 @@ def _write_sync(conn: sqlite3.Connection, changes: Changes) -> None:
 
 
 def _finish_bulk(conn: sqlite3.Connection) -> None:
-    """A bulk file's last step: its indexes, sorted once, and the WAL mode a service expects."""
-    conn.commit()
+    """A bulk file's last step: its indexes, sorted once, and the WAL mode a service expects.
+    (``executescript`` commits the open transaction first.)"""
     conn.executescript(INDEXES + "PRAGMA journal_mode=WAL;")
 
 

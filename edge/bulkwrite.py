@@ -37,6 +37,7 @@ from edge.errors import HiveError
 
 Job = Callable[[sqlite3.Connection], None]
 OK = b"ok"
+DIED = b"a writer process died"  # (the report of a child that ended without one)
 
 
 class BulkWriteError(HiveError):
@@ -81,12 +82,10 @@ class ForkedWriter:
                 report = _read_blocking(fd)  # (the children before it write first)
             finally:
                 os.close(fd)
-            if report != OK:
-                raise BulkWriteError(report.decode(errors="replace") or "a writer process died")
+            _check(report)
         try:
-            conn = sqlite3.connect(self.path)
+            conn = _connect(self.path, self.pragmas)
             try:
-                conn.executescript(self.pragmas or "PRAGMA schema_version;")
                 job(conn)
                 conn.commit()
             finally:
@@ -104,8 +103,7 @@ class ForkedWriter:
         finally:
             os.close(fd)
         self._reap(block=True)
-        if report != OK:
-            raise BulkWriteError(report.decode(errors="replace") or "a writer process died")
+        _check(report)
 
     def abort(self) -> None:
         """Stop every child; the file is left half written (the next rebuild deletes it)."""
@@ -155,13 +153,12 @@ def _child(path: str, pragmas: str, job: Job, before: int | None, report: int) -
         # the file is opened before the wait, so that a child left behind by a parent that
         # was killed writes into that parent's file, never into the one a new rebuild makes
         # under the same name
-        conn = sqlite3.connect(path)
+        conn = _connect(path, pragmas)
         try:
-            conn.executescript(pragmas or "PRAGMA schema_version;")
             if before is not None:
                 previous = _read_blocking(before)
                 if previous != OK:
-                    os.write(report, previous or b"a writer process died")
+                    os.write(report, previous or DIED)
                     return 1
             job(conn)
             conn.commit()
@@ -173,6 +170,22 @@ def _child(path: str, pragmas: str, job: Job, before: int | None, report: int) -
         with contextlib.suppress(OSError):
             os.write(report, f"writing {path} failed: {type(exc).__name__}: {exc}".encode()[:1000])
         return 1
+
+
+def _connect(path: str, pragmas: str) -> sqlite3.Connection:
+    """A connection to ``path`` with ``pragmas`` run, which opens the file now."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(pragmas or "PRAGMA schema_version;")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check(report: bytes) -> None:
+    if report != OK:
+        raise BulkWriteError((report or DIED).decode(errors="replace"))
 
 
 def _read_blocking(fd: int) -> bytes:
