@@ -42,7 +42,11 @@ from events.subjects import AUDIT_STREAM, LEADER_BUCKET, heartbeat_filter
 
 log = structlog.get_logger("hive.coordinator")
 
-FLUSH_S = 0.05
+# a task's row is written once per flush it changed in: at a flush every 50 ms a busy task
+# was written about three times (queued, assigned, finished), and every flush rewrote the
+# rows of the nodes that changed. The log, not the file, is what a crash keeps, so a longer
+# wait loses nothing (250 ms: 7% more tasks/s end to end, the mean of 18 alternating runs)
+FLUSH_S = 0.25
 FLUSH_EVENTS = 5000
 # finished tasks whose views stay in memory, newest first; older ones live in their rows
 KEEP_FINISHED = 10_000
