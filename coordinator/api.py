@@ -8,6 +8,8 @@ client reads its own writes.
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,12 +37,30 @@ log = structlog.get_logger("hive.coordinator.api")
 
 OPERATOR_ACTIONS = ("retry", "skip", "wait", "fail", "continue")
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a batch check of thousands of tasks fits
+MAX_WAITING = 1000  # requests of one caller waiting for the log at once (each holds a task)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 class ApiError(Exception):
     pass
+
+
+def _body(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_REQUEST_BYTES or too_deep(data):
+        raise ApiError(f"request over {MAX_REQUEST_BYTES} bytes or nested too deep")
+    body = msgspec.json.decode(data) if data else {}
+    if not isinstance(body, dict):
+        raise ApiError("request body must be a JSON object")
+    return body
+
+
+async def _respond(msg: Msg, verb: str, reply: dict[str, Any]) -> None:
+    if msg.reply:
+        try:
+            await msg.respond(msgspec.json.encode(reply))
+        except Exception as exc:  # e.g. a reply over the max payload
+            log.warning("could not reply", verb=verb, error=str(exc)[:200])
 
 
 def servers_of(info: Any, version: Any, url: Any) -> dict[str, Any]:
@@ -70,6 +90,8 @@ class Api:
         self.nc = nc
         self.publisher = Publisher(nc.jetstream())
         self.subs: list[Any] = []
+        self.later: set[asyncio.Task[None]] = set()  # requests waiting for the log (min_seq)
+        self.waiting: Counter[str] = Counter()  # of them, by caller
         self.handlers: dict[str, Handler] = {
             "tasks": self.tasks,
             "task": self.task,
@@ -99,30 +121,54 @@ class Api:
                 await sub.unsubscribe()
             except Exception as exc:
                 log.warning("could not unsubscribe", error=str(exc)[:200])
+        later, self.later = self.later, set()  # (a standby answers nothing)
+        for task in later:
+            task.cancel()
+        await asyncio.gather(*later, return_exceptions=True)
 
     async def _serve(self, msg: Msg) -> None:
         # the caller's name is the subject's last token, which the server pins to who they are
         verb, user = api_caller(msg.subject)
         try:
-            if len(msg.data) > MAX_REQUEST_BYTES or too_deep(msg.data):
-                raise ApiError(f"request over {MAX_REQUEST_BYTES} bytes or nested too deep")
-            body = msgspec.json.decode(msg.data) if msg.data else {}
-            if not isinstance(body, dict):
-                raise ApiError("request body must be a JSON object")
-            if body.get("min_seq"):
-                await self.coordinator.wait_for_seq(int(body["min_seq"]))
-            body["_user"] = user
+            body = _body(msg.data)
+            seq = int(body.get("min_seq") or 0)
+        except (ApiError, msgspec.DecodeError, ValueError, TypeError) as exc:
+            await _respond(msg, verb, {"ok": False, "error": str(exc)[:500]})
+            return
+        if seq <= self.state.seq:
+            await self._answer(msg, verb, user, body)
+            return
+        # nats-py hands a subscription's messages to this callback one at a time: a request
+        # that waits for the log waits in a task of its own, or a caller naming a position
+        # the log never reaches would hold up everyone's requests behind it
+        if self.waiting[user] >= MAX_WAITING:
+            error = f"{MAX_WAITING} requests of {user} already wait for the log to reach their min_seq"
+            await _respond(msg, verb, {"ok": False, "error": error})
+            return
+        self.waiting[user] += 1
+        task = asyncio.create_task(self._answer_at(seq, msg, verb, user, body))
+        self.later.add(task)
+        task.add_done_callback(self.later.discard)
+
+    async def _answer_at(self, seq: int, msg: Msg, verb: str, user: str, body: dict[str, Any]) -> None:
+        try:
+            await self.coordinator.wait_for_seq(seq)  # (at most its timeout; then answered as things are)
+        finally:
+            self.waiting[user] -= 1
+            if not self.waiting[user]:
+                del self.waiting[user]
+        await self._answer(msg, verb, user, body)
+
+    async def _answer(self, msg: Msg, verb: str, user: str, body: dict[str, Any]) -> None:
+        body["_user"] = user
+        try:
             reply = {"ok": True, "data": await self.handlers[verb](body)}
         except (ApiError, msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
             reply = {"ok": False, "error": str(exc)[:500]}
         except Exception as exc:  # a request must never take the coordinator down
             log.exception("request failed", verb=verb)
             reply = {"ok": False, "error": f"internal error: {type(exc).__name__}"}
-        if msg.reply:
-            try:
-                await msg.respond(msgspec.json.encode(reply))
-            except Exception as exc:  # e.g. a reply over the max payload
-                log.warning("could not reply", verb=verb, error=str(exc)[:200])
+        await _respond(msg, verb, reply)
 
     @property
     def state(self):

@@ -351,12 +351,18 @@ class Coordinator:
         if seq <= self.core.state.seq:
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.seq_waiters.append((seq, future))
+        waiter = (seq, future)
+        self.seq_waiters.append(waiter)
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await future
             return True
         except TimeoutError:
             return False
+        finally:
+            if not future.done():  # given up (timed out, cancelled): not kept for a seq that may never come
+                future.cancel()
+                self.seq_waiters.remove(waiter)
 
     def stats(self) -> dict[str, Any]:
         state = self.core.state

@@ -5,6 +5,7 @@ log; new work still runs and a replay equals the live projection."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import nats
 import pytest
 
+from coordinator.api import MAX_WAITING
 from edge.errors import HiveError
 from events.base import Resources
 from events.subjects import AUDIT_STREAM, api_subject
@@ -80,7 +82,12 @@ def poisons(queued: str, running: str, on: str, other: str) -> list[tuple[str, s
     ``running`` runs on node ``on``, ``other`` is the other node."""
     long_id = "x" * 300
     return [
-        ("nested 10,000 deep", "client", "hive.task.deep1.submitted.by.mallory", deep(submission("deep1"), "spec.payload")),
+        (
+            "nested 10,000 deep",
+            "client",
+            "hive.task.deep1.submitted.by.mallory",
+            deep(submission("deep1"), "spec.payload"),
+        ),
         (
             "nested 10,000 deep in a node event",
             "node",
@@ -110,7 +117,12 @@ def poisons(queued: str, running: str, on: str, other: str) -> list[tuple[str, s
         ("id with >", "client", "hive.task.a>b.submitted.by.mallory", raw(submission("a>b"))),
         ("non-ASCII id", "client", "hive.task.tâche.submitted.by.mallory", raw(submission("tâche"))),
         ("300-char id", "client", f"hive.task.{long_id}.submitted.by.mallory", raw(submission(long_id))),
-        ("depends on itself", "client", "hive.task.self1.submitted.by.mallory", raw(submission("self1", after=["self1"]))),
+        (
+            "depends on itself",
+            "client",
+            "hive.task.self1.submitted.by.mallory",
+            raw(submission("self1", after=["self1"])),
+        ),
         ("max_attempts 0", "client", "hive.task.att0.submitted.by.mallory", raw(submission("att0", max_attempts=0))),
         ("max_attempts -1", "client", "hive.task.att1.submitted.by.mallory", raw(submission("att1", max_attempts=-1))),
         ("negative timeout", "client", "hive.task.tmo1.submitted.by.mallory", raw(submission("tmo1", timeout_s=-5))),
@@ -126,7 +138,12 @@ def poisons(queued: str, running: str, on: str, other: str) -> list[tuple[str, s
             "hive.node.sleepy.registered",
             raw(registration("sleepy", "node:sleepy", heartbeat_s=1e9)),
         ),
-        ("forged drained", "node", f"hive.node.{other}.drained", raw(event("NodeDrained", f"node:{on}", node_id=other))),
+        (
+            "forged drained",
+            "node",
+            f"hive.node.{other}.drained",
+            raw(event("NodeDrained", f"node:{on}", node_id=other)),
+        ),
         (
             "drained without a drain request",
             "node",
@@ -176,8 +193,18 @@ def poisons(queued: str, running: str, on: str, other: str) -> list[tuple[str, s
             raw(event("TaskCancelRequested", "client:mallory", task_id=queued)),
         ),
         ("garbage", "client", f"hive.task.{queued}.submitted.by.mallory", b"\x00\xffnot json"),
-        ("wrong type", "client", f"hive.task.{queued}.submitted.by.mallory", b'{"type": "TaskSubmitted", "task_id": 5}'),
-        ("unknown tag", "client", f"hive.task.{queued}.submitted.by.mallory", b'{"type": "TaskExploded", "task_id": "x"}'),
+        (
+            "wrong type",
+            "client",
+            f"hive.task.{queued}.submitted.by.mallory",
+            b'{"type": "TaskSubmitted", "task_id": 5}',
+        ),
+        (
+            "unknown tag",
+            "client",
+            f"hive.task.{queued}.submitted.by.mallory",
+            b'{"type": "TaskExploded", "task_id": "x"}',
+        ),
         ("an array", "client", f"hive.task.{queued}.cancel_requested.by.mallory", b"[1, 2, 3]"),
     ]
 
@@ -291,3 +318,30 @@ async def test_cli_refuses_what_the_wire_refuses(fresh_server: Server, poisoned:
         with pytest.raises(HiveError, match="size"):
             await api.submit(TaskSpec(executor="function", type="noop", payload="x" * (2 * 1024 * 1024)))
     assert json.loads(hive(fresh_server, "tasks", "--json").stdout) == []
+
+
+async def test_a_request_waiting_for_the_log_holds_up_nobody(fresh_server: Server, client: HiveClient) -> None:
+    """A caller may ask to be answered once the log reaches ``min_seq``; one naming a position
+    the log never reaches waits alone (answered, as things are, when its wait ends), and only
+    so many of one caller's requests wait at once."""
+    mallory = await nats.connect(fresh_server.url, **fresh_server.options("client", "mallory"))
+    subject, far = api_subject("stats", "mallory"), b'{"min_seq": 1000000000}'
+
+    def ask() -> asyncio.Task[Any]:
+        return asyncio.ensure_future(mallory.request(subject, far, timeout=30))
+
+    try:
+        waiting = [ask() for _ in range(5)]
+        await mallory.flush()
+        # (before: each request waited for the one before it, so this came after all five waits)
+        stats = await client.request("stats", timeout=30)
+        assert not any(w.done() for w in waiting), "a far-future request was answered before its wait ended"
+        assert stats["seq"] >= 1
+        more = [ask() for _ in range(MAX_WAITING - len(waiting) + 1)]  # one over the cap
+        replies = [json.loads(r.data) for r in await asyncio.gather(*waiting, *more)]
+        refused = [r for r in replies if not r["ok"]]
+        assert len(refused) == 1 and "already wait for the log" in refused[0]["error"], refused[:2]
+        # the waits are over and forgotten: a caller's next request waits again, and is answered
+        assert json.loads((await mallory.request(subject, far, timeout=30)).data)["ok"] is True
+    finally:
+        await mallory.close()
