@@ -163,7 +163,8 @@ class Api:
         body["_user"] = user
         try:
             reply = {"ok": True, "data": await self.handlers[verb](body)}
-        except (ApiError, msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
+        except (ApiError, msgspec.DecodeError, ValueError, KeyError, TypeError, OverflowError) as exc:
+            # (OverflowError: a number beyond SQLite's integers, e.g. a limit of 10**30)
             reply = {"ok": False, "error": str(exc)[:500]}
         except Exception as exc:  # a request must never take the coordinator down
             log.exception("request failed", verb=verb)

@@ -50,6 +50,9 @@ async def test_finished_tasks_leave_memory_and_stay_visible(fresh_server: Server
             assert [t["task_id"] for t in await client.tasks(state="completed")] == ids
             assert [t["task_id"] for t in await client.tasks(limit=4)] == ids[-4:]
             assert await client.tasks(state="running") == []
+            # a number SQLite cannot hold is the caller's mistake, said in one line, not a crash
+            with pytest.raises(HiveError, match="too large"):
+                await client.request("tasks", {"limit": 10**30})
             first, rows = await pages(client, 0, 7)
             assert first["total"] == len(ids) and [r["task_id"] for r in rows] == ids
             detail = await client.task(ids[0])
