@@ -172,6 +172,8 @@ class Coordinator:
             if self.keeper is not None and self.keeper.lease.role == Role.LEADER:
                 await self.keeper.release()  # a standby takes over now, not after the TTL
                 log.info("stepped down (stopping)", term=self.term)
+            if self.api is not None:
+                await self.api.stop()  # (and the requests waiting for the log: nothing answers them now)
             if self.unflushed:
                 await store.flush(self.core.state)
             await follower.close()
