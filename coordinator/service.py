@@ -92,7 +92,7 @@ class Coordinator:
         self.caught_up_to = 0
         self.rejects = RejectLog()
         self.decide_errors = 0
-        self.seq_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.seq_waiters: dict[asyncio.Future[None], int] = {}  # API requests waiting: the seq each waits for
         self.live: dict[str, NodeHeartbeat] = {}  # last heartbeat per node, for `hive nodes`
         self.policy_logged = False
         self.unflushed = 0
@@ -339,32 +339,26 @@ class Coordinator:
 
     def _release_waiters(self) -> None:
         seq = self.core.state.seq
-        keep = []
-        for wanted, future in self.seq_waiters:
+        for future, wanted in list(self.seq_waiters.items()):
             if wanted <= seq:
+                del self.seq_waiters[future]
                 if not future.done():
                     future.set_result(None)
-            else:
-                keep.append((wanted, future))
-        self.seq_waiters = keep
 
     async def wait_for_seq(self, seq: int, timeout: float = 5.0) -> bool:
         """Read-your-writes for the API: wait until the projection includes ``seq``."""
         if seq <= self.core.state.seq:
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiter = (seq, future)
-        self.seq_waiters.append(waiter)
+        self.seq_waiters[future] = seq
         try:
             async with asyncio.timeout(timeout):
                 await future
             return True
         except TimeoutError:
             return False
-        finally:
-            if not future.done():  # given up (timed out, cancelled): not kept for a seq that may never come
-                future.cancel()
-                self.seq_waiters.remove(waiter)
+        finally:  # (given up: not kept for a position the log may never reach)
+            self.seq_waiters.pop(future, None)
 
     def stats(self) -> dict[str, Any]:
         state = self.core.state
@@ -392,5 +386,6 @@ class Coordinator:
             "decide_errors": self.decide_errors,
             "ignored": self.core.state.ignored,
             "inflight": len(self.core.inflight),
+            "waiting_for_log": len(self.seq_waiters),  # API requests waiting for their min_seq
             "loop_lag": self.lag.stats(),
         }
