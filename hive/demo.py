@@ -34,7 +34,7 @@ async def run_demo(url: str, data: Path) -> None:
         await hive.submit_many(items)
         render.out.print(f"demo: submitted {len(items)} dependent tasks ({clean} -> {train} -> {evaluate} -> {report})")
         with Progress(
-            TextColumn("{task.description:<40}"),
+            TextColumn("{task.description:<40}", markup=False),
             BarColumn(),
             TextColumn("{task.fields[state]:<10}"),
             console=render.out,
@@ -43,7 +43,7 @@ async def run_demo(url: str, data: Path) -> None:
             for tid, _ in items:
 
                 def progress(fraction: float, message: str, tid: str = tid) -> None:
-                    bar.update(rows[tid], completed=fraction, state="running", description=message[:40])
+                    bar.update(rows[tid], completed=fraction, state="running", description=render.clean(message[:40]))
 
                 final = await hive.wait(tid, progress, timeout=120)
                 bar.update(rows[tid], completed=1.0 if final["state"] == "completed" else 0.0, state=final["state"])

@@ -20,23 +20,53 @@ if TYPE_CHECKING:
     err: Console
 
 
-def __getattr__(name: str) -> Any:
-    """``out``, ``err`` and ``Table`` (rich's), made or imported on first use."""
-    if name == "Table":
-        from rich.table import Table
+# What moves a terminal rather than writing text: the C0 controls but tab and newline, DEL
+# and the C1 controls. What others wrote (a task's name and output, a node's hostname, a
+# progress message) is shown with each of them replaced, so none of it can clear the
+# operator's screen, retitle the window or plant a link; markup is off for the same reason.
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)], "\ufffd")
 
-        value: Any = Table
+
+def clean(text: str) -> str:
+    """``text`` with every terminal control character replaced by U+FFFD."""
+    return text.translate(_CONTROLS)
+
+
+def __getattr__(name: str) -> Any:
+    """``out``, ``err`` and ``Table`` (rich's, cleaning what they show), made on first use."""
+    if name == "Table":
+        value: Any = _table_class()
     elif name in ("out", "err"):
         from rich.console import Console
 
+        class CleanConsole(Console):
+            def print(self, *objects: Any, **kwargs: Any) -> None:
+                super().print(*(clean(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
         if name == "out":  # a pipe or a file gets wide tables rather than rich's 80-column default
-            value = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+            value = CleanConsole(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
         else:
-            value = Console(stderr=True, highlight=False, soft_wrap=True)
+            value = CleanConsole(stderr=True, highlight=False, markup=False, soft_wrap=True)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
     return value
+
+
+def _table() -> Any:
+    """``Table``; inside this module a global name skips ``__getattr__``."""
+    return globals().get("Table") or _table_class()
+
+
+def _table_class() -> Any:
+    from rich.table import Table
+
+    class CleanTable(Table):
+        def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+            super().add_row(*(clean(r) if isinstance(r, str) else r for r in renderables), **kwargs)
+
+    globals()["Table"] = CleanTable
+    return CleanTable
 
 
 def emit_json(data: Any) -> None:
@@ -59,9 +89,7 @@ def clock(ts: float) -> str:
 
 
 def tasks_table(tasks: list[dict[str, Any]]) -> Table:
-    from rich.table import Table  # (inside this module a global name skips __getattr__)
-
-    table = Table(title=f"{len(tasks)} tasks", title_justify="left")
+    table = _table()(title=f"{len(tasks)} tasks", title_justify="left")
     for col in ("TASK", "STATE", "EXECUTOR", "WHAT", "PRI", "ATTEMPT", "NODE", "BY", "SUBMITTED", "INFO"):
         table.add_column(col, overflow="fold")
     for t in tasks:
@@ -91,9 +119,7 @@ def _res(r: dict[str, Any]) -> str:
 
 
 def nodes_table(nodes: list[dict[str, Any]]) -> Table:
-    from rich.table import Table
-
-    table = Table(title=f"{len(nodes)} nodes", title_justify="left")
+    table = _table()(title=f"{len(nodes)} nodes", title_justify="left")
     for col in (
         "NODE",
         "STATE",

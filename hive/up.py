@@ -270,7 +270,8 @@ class Cluster:
             "  try           hive submit --wait -- echo hello   |   hive tasks   |   hive nodes   |   hive events -f",
             "  stop          Ctrl-C",
         ]
-        render.out.print("\n".join(lines))
+        render.out.print(lines[0], markup=True)
+        render.out.print("\n".join(lines[1:]))  # (paths may hold brackets)
 
     def _web_login(self) -> str:
         """The dashboard's login URL for the local operator (like Jupyter's token URL)."""

@@ -47,7 +47,8 @@ def events(
         if as_json:
             return json.dumps(full_builtins(event) | {"seq": seq, "stream": stream, "subject": subject})
         tag = "" if stream == AUDIT_STREAM else "t"
-        return f"{tag}{seq:>7} {render.clock(event.ts)} {type(event).__name__:<18} {subject}  {render.event_summary(event)}"
+        summary = render.clean(render.event_summary(event))  # (what others wrote: no terminal controls)
+        return f"{tag}{seq:>7} {render.clock(event.ts)} {type(event).__name__:<18} {subject}  {summary}"
 
     async def printed() -> None:
         # what the log holds now, read by the lean reader (as `hive replay` does): neither

@@ -106,7 +106,7 @@ async def _submit(
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
@@ -117,7 +117,7 @@ async def _submit(
             row = bar.add_task(task_id, total=1.0)
 
             def on_progress(fraction: float, message: str) -> None:
-                bar.update(row, completed=fraction, description=f"{task_id} {message}"[:70])
+                bar.update(row, completed=fraction, description=render.clean(f"{task_id} {message}"[:70]))
 
             final = await hive.wait(task_id, on_progress)
             if final["state"] == "completed":

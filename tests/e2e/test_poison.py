@@ -347,3 +347,26 @@ async def test_a_request_waiting_for_the_log_holds_up_nobody(fresh_server: Serve
         assert json.loads((await mallory.request(subject, far, timeout=30)).data)["ok"] is True
     finally:
         await mallory.close()
+
+
+HOSTILE_TEXT = "\x1b[2J\x1b]0;owned\x07[red]red[/red] [link=http://evil.example]click[/link]\x9b"
+
+
+async def test_what_others_wrote_reaches_the_terminal_as_text(fresh_server: Server, client: HiveClient) -> None:
+    """What a node or a client wrote (a hostname, a command and its output), shown by the
+    CLI: no escape sequence of theirs reaches the operator's terminal (nothing clears it,
+    retitles it or plants a link), and rich markup in it is shown as it was written."""
+    rogue = await nats.connect(fresh_server.url, **fresh_server.options("node", "n9"))
+    try:
+        body = registration("n9", "node:n9", hostname=HOSTILE_TEXT)
+        await rogue.jetstream().publish("hive.node.n9.registered", raw(body), timeout=5)
+    finally:
+        await rogue.close()
+    task_id = await client.submit(TaskSpec(executor="process", command=["echo", HOSTILE_TEXT]))
+    assert (await client.wait(task_id, timeout=30))["state"] == "completed"
+    for args in (["events"], ["tasks"], ["task", task_id]):
+        done = hive(fresh_server, *args, input_env={"COLUMNS": "400"})
+        assert done.returncode == 0, (args, done.stderr[-500:])
+        assert "owned" in done.stdout and "[red]" in done.stdout, (args, done.stdout[-2000:])
+        for control in ("\x1b", "\x07", "\x9b"):
+            assert control not in done.stdout + done.stderr, (args, repr(control), done.stdout[-2000:])
