@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 
 
 # What moves a terminal rather than writing text: the C0 controls but tab and newline, DEL
-# and the C1 controls. What others wrote (a task's name and output, a node's hostname, a
-# progress message) is shown with each of them replaced, so none of it can clear the
-# operator's screen, retitle the window or plant a link; markup is off for the same reason.
-_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)], "\ufffd")
+# and the C1 controls; and the bidirectional overrides, which make text read other than it
+# is. What others wrote (a task's name and output, a node's hostname, a progress message) is
+# shown with each of them replaced, so none of it can clear the operator's screen, retitle
+# the window, plant a link or disguise itself; markup is off for the same reason.
+_BIDI = [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0), *_BIDI], "\ufffd")
 
 
 def clean(text: str) -> str:

@@ -349,7 +349,7 @@ async def test_a_request_waiting_for_the_log_holds_up_nobody(fresh_server: Serve
         await mallory.close()
 
 
-HOSTILE_TEXT = "\x1b[2J\x1b]0;owned\x07[red]red[/red] [link=http://evil.example]click[/link]\x9b"
+HOSTILE_TEXT = "\x1b[2J\x1b]0;owned\x07[red]red[/red] [link=http://evil.example]click[/link]\x9b\u202egnp.exe"
 
 
 async def test_what_others_wrote_reaches_the_terminal_as_text(fresh_server: Server, client: HiveClient) -> None:
@@ -368,5 +368,5 @@ async def test_what_others_wrote_reaches_the_terminal_as_text(fresh_server: Serv
         done = hive(fresh_server, *args, input_env={"COLUMNS": "400"})
         assert done.returncode == 0, (args, done.stderr[-500:])
         assert "owned" in done.stdout and "[red]" in done.stdout, (args, done.stdout[-2000:])
-        for control in ("\x1b", "\x07", "\x9b"):
+        for control in ("\x1b", "\x07", "\x9b", "\u202e"):
             assert control not in done.stdout + done.stderr, (args, repr(control), done.stdout[-2000:])
