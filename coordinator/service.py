@@ -33,6 +33,7 @@ from coordinator.store import ProjectionStore, RowReader
 from edge.bus import Publisher, connect
 from edge.config import Target
 from edge.follow import Follower
+from edge.waits import woken
 from edge.wire import Record
 from events.base import Event
 from events.codec import BadEvent, decode
@@ -156,11 +157,7 @@ class Coordinator:
             ready.set()
         try:
             while True:
-                try:  # (not wait_for: on Python 3.11 it can lose the stop's cancellation, see edge.wire)
-                    async with asyncio.timeout(self.tick_s):
-                        await self.wake.wait()
-                except TimeoutError:
-                    pass
+                await woken(self.wake, self.tick_s)
                 self.wake.clear()
                 await self._step(publisher)
         finally:

@@ -21,6 +21,7 @@ from edge.bus import MSG_ID_HEADER, TRANSIENT, connect
 from edge.config import Target, resolve, user_of
 from edge.errors import Denied, HiveError, NotFound, Unreachable
 from edge.logread import read_stream
+from edge.waits import woken
 from edge.wire import open_conn, read_acks
 from events.base import Event, new_id
 from events.codec import BadEvent, check_outgoing, decode, encode
@@ -319,11 +320,7 @@ class HiveClient:
                 left = pause if deadline is None else min(pause, deadline - time.monotonic())
                 if left <= 0:
                     raise HiveError(f"task {task_id} still {task['state']} after {timeout:g}s")
-                try:  # (not wait_for: on Python 3.11 it can lose a Ctrl-C, see edge.wire)
-                    async with asyncio.timeout(left):
-                        await changed.wait()
-                except TimeoutError:
-                    pass
+                await woken(changed, left)
                 changed.clear()
         finally:
             await sub.unsubscribe()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ def clean(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+def _cleaned(values: tuple[Any, ...]) -> Iterator[Any]:
+    return (clean(v) if isinstance(v, str) else v for v in values)
+
+
 def __getattr__(name: str) -> Any:
     """``out``, ``err`` and ``Table`` (rich's, cleaning what they show), made on first use."""
     if name == "Table":
@@ -43,7 +48,7 @@ def __getattr__(name: str) -> Any:
 
         class CleanConsole(Console):
             def print(self, *objects: Any, **kwargs: Any) -> None:
-                super().print(*(clean(o) if isinstance(o, str) else o for o in objects), **kwargs)
+                super().print(*_cleaned(objects), **kwargs)
 
         if name == "out":  # a pipe or a file gets wide tables rather than rich's 80-column default
             value = CleanConsole(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
@@ -65,7 +70,7 @@ def _table_class() -> Any:
 
     class CleanTable(Table):
         def add_row(self, *renderables: Any, **kwargs: Any) -> None:
-            super().add_row(*(clean(r) if isinstance(r, str) else r for r in renderables), **kwargs)
+            super().add_row(*_cleaned(renderables), **kwargs)
 
     globals()["Table"] = CleanTable
     return CleanTable

@@ -28,6 +28,7 @@ from edge.bus import Publisher, connect, delivery
 from edge.config import Target
 from edge.follow import Follower
 from edge.logread import read_stream
+from edge.waits import woken
 from edge.wire import Record
 from events.base import Event, Resources
 from events.codec import BadEvent, decode, encode
@@ -143,11 +144,7 @@ class Node(Attempts, Negotiator):
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
             while not self.done.is_set():
-                try:  # (not wait_for: on Python 3.11 it can lose the stop's cancellation, see edge.wire)
-                    async with asyncio.timeout(1.0):
-                        await self.wake.wait()
-                except TimeoutError:
-                    pass
+                await woken(self.wake, 1.0)
                 self.wake.clear()
                 await self._step()
         finally:
