@@ -336,7 +336,13 @@ async def test_a_request_waiting_for_the_log_holds_up_nobody(fresh_server: Serve
         # (before: each request waited for the one before it, so this came after all five waits)
         stats = await client.request("stats", timeout=30)
         assert not any(w.done() for w in waiting), "a far-future request was answered before its wait ended"
+        for _ in range(40):  # (each wait registers when its task first runs, after the request that spawned it)
+            if stats["waiting_for_log"] == len(waiting):
+                break
+            await asyncio.sleep(0.05)
+            stats = await client.request("stats", timeout=30)
         assert stats["waiting_for_log"] == len(waiting)
+        assert not any(w.done() for w in waiting)
         more = [ask() for _ in range(MAX_WAITING - len(waiting) + 1)]  # one over the cap
         replies = [json.loads(r.data) for r in await asyncio.gather(*waiting, *more)]
         refused = [r for r in replies if not r["ok"]]
